@@ -1,0 +1,56 @@
+# Purchases Recorder. `make up` runs the whole pipeline locally; `make test` runs the tests.
+# Both install what they need themselves (into .venv). Settings: scripts/env.sh and README.md.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+ENV := source scripts/env.sh
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv up down status logs test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e soak clean
+
+help:
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): requirements.txt pyproject.toml
+	scripts/install.sh
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the pinned requirements
+
+up: $(STAMP) ## start broker, Airflow, ingest API in the background; wait until healthy
+	$(ENV); scripts/up.sh
+
+down: ## stop everything `make up` started, by pid
+	$(ENV); scripts/down.sh
+
+status: ## what runs, by pid
+	$(ENV); scripts/status.sh
+
+test: $(STAMP) ## run every test against real components it starts itself
+	$(ENV); $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## unit tests only
+	$(ENV); $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+bench-ingest: $(STAMP) ## API throughput vs a bare FastAPI endpoint
+	$(ENV); $(PY) -m bench.bench_ingest
+
+bench-loader: $(STAMP) ## loader events/s vs raw COPY
+	$(ENV); $(PY) -m bench.bench_loader
+
+bench-dbt: $(STAMP) ## incremental dbt build on big vs small history
+	$(ENV); $(PY) -m bench.bench_dbt
+
+bench-e2e: $(STAMP) ## freshness from 202 to listed / to counted in spend
+	$(ENV); $(PY) -m bench.bench_e2e
+
+bench: bench-ingest bench-loader bench-dbt bench-e2e ## every benchmark, then the report
+	$(ENV); $(PY) -m bench.report
+
+soak: $(STAMP) ## 100,000 purchases with retries, loader kills and a Postgres restart
+	$(ENV); SOAK_PURCHASES=$${SOAK_PURCHASES:-100000} $(PY) -m pytest -m soak tests/test_soak.py -s
+
+clean: down
+	rm -rf $(VENV) .run logs .airflow dbt/target dbt/logs

@@ -1,0 +1,1 @@
+"""Purchases Recorder: what the ingest API, the Airflow DAGs and the tests share."""

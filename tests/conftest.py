@@ -1,0 +1,176 @@
+"""Shared fixtures: every test session starts its own real broker, database, API and Airflow metadata DB.
+
+Nothing here assumes a stack from `make up` is running; ports are picked free, databases are named per
+session and dropped at the end, so tests can run beside a running stack.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSION = secrets.token_hex(4)
+PG = {k: os.environ.get(k, d) for k, d in (("PGHOST", "127.0.0.1"), ("PGPORT", "5432"), ("PGUSER", "postgres"))}
+WAREHOUSE_DB = f"purchases_test_{SESSION}"
+AIRFLOW_DB = f"airflow_test_{SESSION}"
+WAREHOUSE_DSN = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{WAREHOUSE_DB}"
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix=f"airflow_test_{SESSION}_"))
+LOG_DIR = ROOT / "logs" / "tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - reported below if it never succeeds
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
+
+
+BROKER_PORT = free_port()
+BROKER = f"127.0.0.1:{BROKER_PORT}"
+
+# Airflow reads its configuration when first imported, so the test environment is set before any test
+# module is collected. Connections come from AIRFLOW_CONN_* like in `make up`.
+TEST_ENV = {
+    "WAREHOUSE_DSN": WAREHOUSE_DSN,
+    "KAFKA_BOOTSTRAP_SERVERS": BROKER,
+    "PURCHASES_TOPIC": "purchases",
+    "PURCHASES_PARTITIONS": "3",
+    "JWT_SECRET": secrets.token_urlsafe(32),
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+        f"postgresql+psycopg2://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{AIRFLOW_DB}",
+    "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOG_DIR / f"airflow_{SESSION}"),
+    "AIRFLOW_CONN_WAREHOUSE": WAREHOUSE_DSN,
+    "AIRFLOW_CONN_KAFKA_DEFAULT": '{"conn_type": "kafka", "extra": {"bootstrap.servers": "%s"}}' % BROKER,
+    "DBT_PROFILES_DIR": str(ROOT / "dbt"),
+    "DBT_PROJECT_DIR": str(ROOT / "dbt"),
+    "DBT_HOST": PG["PGHOST"], "DBT_PORT": PG["PGPORT"], "DBT_USER": PG["PGUSER"], "DBT_PASSWORD": "",
+    "DBT_DBNAME": WAREHOUSE_DB,
+}
+os.environ.update(TEST_ENV)
+LOG_DIR.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def warehouse_dsn():
+    """A fresh warehouse database with the app and staging tables, dropped after the session."""
+    from purchases.warehouse import bootstrap, drop_database
+
+    bootstrap(WAREHOUSE_DSN)
+    yield WAREHOUSE_DSN
+    drop_database(WAREHOUSE_DSN)
+
+
+class BrokerProcess:
+    """The embedded Kafka-protocol broker on a free port. In-memory: `restart()` loses its data."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from purchases.broker import ensure_topic, start_embedded_broker
+
+        self.process = start_embedded_broker("127.0.0.1", self.port, LOG_DIR / f"broker_{SESSION}.log")
+        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True,
+                 20, "embedded broker")
+        wait_for(lambda: ensure_topic(self.bootstrap, "purchases", 3, timeout=5) == 3, 30, "topic purchases")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    process = BrokerProcess(BROKER_PORT)
+    process.start()
+    yield process
+    process.stop()
+
+
+class ApiServer:
+    def __init__(self, port: int, env: dict):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(LOG_DIR / f"api_{SESSION}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log"],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: httpx.get(self.url + "/healthz", timeout=1).status_code == 200, 30, "ingest API")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def api_server(warehouse_dsn, broker):
+    """The real ingest API (uvicorn) against the session's broker and warehouse."""
+    server = ApiServer(free_port(), dict(os.environ))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A migrated Airflow metadata database for `dag.test()` runs in this process."""
+    from purchases.warehouse import drop_database, ensure_database
+
+    dsn = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{AIRFLOW_DB}"
+    ensure_database(dsn)
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
+                   env=dict(os.environ), stdout=subprocess.DEVNULL)
+    yield dsn
+    drop_database(dsn)
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
