@@ -29,6 +29,7 @@ status: ## what runs, by pid
 	$(ENV); scripts/status.sh
 
 test: $(STAMP) ## run every test against real components it starts itself
+	scripts/install_test_tools.sh
 	$(ENV); $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## unit tests only
