@@ -1,0 +1,595 @@
+"""The exactly-once loader: Kafka partition -> `staging.purchase_events`, one Postgres transaction per batch.
+
+How a batch is made exactly once (docs/loader.md has the long version):
+
+1. The partition is `assign()`ed at the offset stored in `staging.kafka_offsets` (no consumer group: the
+   warehouse, not the broker, owns progress) and read until partition EOF, the batch cap or an idle pause.
+2. In ONE transaction: lock the partition's offset row (`select ... for update`) and check that it still
+   says where the batch starts (another loader of the same partition may have moved it: then the batch is
+   dropped and reading restarts there); COPY the valid events into staging (an event_id already present is
+   ignored, the first copy wins); put the rejected records, raw and with the reason, into
+   `staging.purchase_events_rejected`; store the offset after the batch; commit.
+
+A crash anywhere before the commit leaves nothing behind and the offset unchanged, so the next run reads
+the same records again; after the commit everything is there and the offset has moved past it.
+
+This module takes plain settings (bootstrap servers, a DSN or a connection factory) so it runs the same
+inside an Airflow task, from the command line (`python -m purchases.loader --help`) and in benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from psycopg import errors as pg_errors
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from pydantic import ValidationError
+
+from purchases.contract import (
+    FUTURE_TOLERANCE,
+    MAX_EVENT_BYTES,
+    SCHEMA_VERSION,
+    TOPIC,
+    InvalidEvent,
+    PurchaseEvent,
+    parse_event,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+# Test hook: when set to a file path, the loader writes that file after the batch is written (COPY done,
+# offset updated) and then waits before COMMIT until the file is removed, so a test can SIGKILL it at the
+# worst moment, or let it commit while another loader waits for the partition's lock.
+PAUSE_BEFORE_COMMIT_ENV = "PURCHASES_LOADER_PAUSE_BEFORE_COMMIT"
+
+STAGING_COLUMNS = ("event_id", "customer_id", "product_name", "description", "quantity", "unit_price",
+                   "currency", "purchased_at", "schema_version", "extra", "kafka_topic", "kafka_partition",
+                   "kafka_offset")
+# Binary COPY types; char(3) has no binary dumper of its own, text is sent the same way.
+STAGING_COPY_TYPES = ("uuid", "uuid", "text", "text", "int4", "numeric", "text", "timestamptz", "int4",
+                      "jsonb", "text", "int4", "int8")
+REJECTED_COLUMNS = ("event_id", "customer_id", "reason", "raw_key", "raw_value", "kafka_topic",
+                    "kafka_partition", "kafka_offset")
+REJECTED_COPY_TYPES = ("uuid", "uuid", "text", "bytea", "bytea", "text", "int4", "int8")
+
+
+class LoaderError(RuntimeError):
+    """A condition the loader cannot resolve by itself; the message says what and what to do."""
+
+
+class BrokerUnavailable(LoaderError):
+    pass
+
+
+class LogTruncated(LoaderError):
+    pass
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    bootstrap_servers: str
+    dsn: str | None = None
+    topic: str = TOPIC
+    # Extra librdkafka settings (security, timeouts) from the Airflow connection; never group settings.
+    kafka_config: dict[str, Any] = field(default_factory=dict)
+    batch_max_events: int = 20_000
+    # A batch is committed once the partition is caught up (EOF), the cap is hit, or no record came for this
+    # long: the last bound keeps a trickle of events from waiting for a full batch.
+    idle_seconds: float = 0.3
+    # How long one loader run keeps taking micro-batches before it ends (the DAG run then ends and the next
+    # continuous run starts).
+    window_seconds: float = 20.0
+    # With no EOF and no record for this long right after assign(), the loader checks whether the broker's
+    # log still reaches the stored offset (an in-memory broker loses its log on restart).
+    stall_check_seconds: float = 5.0
+    # How long every broker of the cluster may be unreachable before the run fails.
+    broker_down_seconds: float = 15.0
+
+
+@dataclass
+class BatchResult:
+    partition: int
+    start_offset: int
+    next_offset: int
+    loaded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    stale: bool = False  # another loader had moved the stored offset: nothing was written
+
+
+@dataclass
+class RunResult:
+    """What one loader run did on one partition; the DAG passes it to the quality gate."""
+
+    topic: str
+    partition: int
+    start_offset: int
+    next_offset: int
+    batches: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    # Transaction start of the first committed batch: a lower bound on the loaded rows' loaded_at.
+    loaded_since: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- validation -------------------------------------------------------------------------------------------
+
+def validate(raw: bytes | None, now: datetime) -> PurchaseEvent:
+    """The contract's verdict on a record (`parse_event`), with a fast path for well-formed events.
+
+    `PurchaseEvent.model_validate_json` is about 5x faster than parse_event's json.loads + model_validate.
+    It only ever *accepts* here when every check parse_event makes also passes; anything else (bad records,
+    records with unknown extra fields, whose values must keep their exact JSON numbers) goes through
+    parse_event itself, which gives the authoritative reason. tests/loader/test_validation.py checks both
+    paths agree.
+    """
+    if raw is not None and len(raw) <= MAX_EVENT_BYTES:
+        try:
+            event = PurchaseEvent.model_validate_json(raw)
+        except ValidationError:
+            event = None
+        if (event is not None and not event.model_extra and event.schema_version == SCHEMA_VERSION
+                and event.purchased_at <= now + FUTURE_TOLERANCE):
+            return event
+    return parse_event(raw, now)
+
+
+def _json_text(value: Any, where: str) -> str:
+    """Exact JSON text for an extra field's value (Decimal numbers keep the digits the producer wrote).
+
+    Raises ValueError for what Postgres' jsonb cannot store: NaN/Infinity, NUL characters.
+    """
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, str)):
+        text = json.dumps(value)
+        if "\\u0000" in text:
+            raise ValueError(f"{where}: contains a NUL character, which Postgres cannot store")
+        return text
+    if isinstance(value, (Decimal, float)):
+        if not (value.is_finite() if isinstance(value, Decimal) else value == value and abs(value) != float("inf")):
+            raise ValueError(f"{where}: {value} is not a JSON number")
+        return str(value) if isinstance(value, Decimal) else repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_json_text(item, f"{where}[{i}]") for i, item in enumerate(value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_json_text(str(k), where)}:{_json_text(v, f'{where}.{k}')}"
+                              for k, v in value.items()) + "}"
+    raise ValueError(f"{where}: {type(value).__name__} is not JSON")
+
+
+def _storable_extra(event: PurchaseEvent) -> str:
+    """The event's unknown fields as jsonb text; InvalidEvent if Postgres could not store the event."""
+    for name in ("product_name", "description"):
+        value = getattr(event, name)
+        if value is not None and "\x00" in value:
+            raise InvalidEvent(f"{name}: contains a NUL character, which Postgres cannot store",
+                               event.event_id, event.customer_id)
+    if not event.model_extra:
+        return "{}"
+    try:
+        return _json_text(event.model_extra, "extra field")
+    except ValueError as exc:
+        raise InvalidEvent(str(exc), event.event_id, event.customer_id) from None
+
+
+@dataclass
+class _Sorted:
+    valid: list[tuple[PurchaseEvent, str, Message]]  # event, its extra fields as JSON text, record
+    rejected: list[tuple[str, uuid.UUID | None, uuid.UUID | None, Message]]
+
+
+def _sort_records(messages: Sequence[Message], now: datetime) -> _Sorted:
+    valid, rejected = [], []
+    for message in messages:
+        try:
+            event = validate(message.value(), now)
+            valid.append((event, _storable_extra(event), message))
+        except InvalidEvent as exc:
+            rejected.append((exc.reason, exc.event_id, exc.customer_id, message))
+    return _Sorted(valid, rejected)
+
+
+# --- Kafka --------------------------------------------------------------------------------------------------
+
+def consumer_settings(config: LoaderConfig) -> dict[str, Any]:
+    settings = {key: value for key, value in config.kafka_config.items()
+                if not key.startswith("group.") and key not in ("enable.auto.commit", "auto.offset.reset")}
+    settings.update({
+        "bootstrap.servers": config.bootstrap_servers,
+        # assign() only: no group join (slow on tansu), no offsets committed to the broker.
+        "group.id": "purchases-loader-unused",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        # Out of range means the log no longer holds the stored offset: stop rather than skip or re-read.
+        "auto.offset.reset": "error",
+        # Memory stays bounded by the batch cap plus this prefetch queue.
+        "queued.max.messages.kbytes": 16_384,
+        "fetch.wait.max.ms": 100,
+    })
+    return settings
+
+
+class PartitionReader:
+    """A consumer assigned to one partition at an explicit offset, read in bounded batches."""
+
+    def __init__(self, config: LoaderConfig, partition: int):
+        self.config = config
+        self.partition = partition
+        self._broker_errors: list[KafkaError] = []
+        self._all_down_since: float | None = None
+        settings = consumer_settings(config)
+        settings["error_cb"] = self._on_error
+        self.consumer = Consumer(settings)
+        self.position: int | None = None
+        self._eof_seen = False
+        self._assigned_at = 0.0
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._all_down_since = self._all_down_since or time.monotonic()
+        self._broker_errors.append(error)
+        del self._broker_errors[:-5]
+
+    def check_broker(self, timeout: float = 10.0) -> None:
+        """Fail fast, with the address, when the broker cannot be reached or lacks the partition."""
+        try:
+            metadata = self.consumer.list_topics(self.config.topic, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"Kafka broker at {self.config.bootstrap_servers} did not answer within {timeout:.0f} s "
+                f"({exc.args[0]}); is it running? The task is retried.") from None
+        topic = metadata.topics.get(self.config.topic)
+        if topic is None or topic.error is not None:
+            raise LoaderError(f"topic {self.config.topic!r} is not on the broker at "
+                              f"{self.config.bootstrap_servers}: {topic.error if topic else 'missing'}")
+        if self.partition not in topic.partitions:
+            raise LoaderError(f"topic {self.config.topic!r} has no partition {self.partition} "
+                              f"(it has {sorted(topic.partitions)})")
+
+    def seek(self, offset: int) -> None:
+        self.consumer.assign([TopicPartition(self.config.topic, self.partition, offset)])
+        self.position = offset
+        self._eof_seen = False
+        self._assigned_at = time.monotonic()
+
+    def read_batch(self) -> tuple[list[Message], bool]:
+        """Records from the current position: until EOF, the cap or an idle pause. Returns (records, eof)."""
+        cap = self.config.batch_max_events
+        messages: list[Message] = []
+        eof = False
+        last_record_at = time.monotonic()
+        while len(messages) < cap:
+            got = self.consumer.consume(min(cap - len(messages), 5_000), timeout=0.05)
+            for message in got:
+                error = message.error()
+                if error is None:
+                    messages.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    eof = True
+                else:
+                    self._raise_for(error)
+            if got and any(m.error() is None for m in got):
+                last_record_at = time.monotonic()
+                self._all_down_since = None
+            if eof or time.monotonic() - last_record_at > self.config.idle_seconds:
+                break
+        if messages:
+            self.position = messages[-1].offset() + 1
+        if eof:
+            self._eof_seen = True
+        self._check_health(bool(messages))
+        return messages, eof
+
+    def _raise_for(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET):
+            raise LogTruncated(
+                f"{self.config.topic}[{self.partition}]: the broker no longer has offset {self.position} "
+                f"({error.str()}). The topic was recreated or truncated. Check what happened, then move the "
+                f"stored offset deliberately: python -m purchases.loader rewind --partition {self.partition} "
+                f"--to OFFSET")
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("%s[%d]: broker error, retrying: %s", self.config.topic, self.partition, error.str())
+
+    def _check_health(self, got_records: bool) -> None:
+        now = time.monotonic()
+        if self._all_down_since is not None and now - self._all_down_since > self.config.broker_down_seconds:
+            last = self._broker_errors[-1].str() if self._broker_errors else "no answer"
+            raise BrokerUnavailable(
+                f"Kafka broker at {self.config.bootstrap_servers} unreachable for "
+                f"{now - self._all_down_since:.0f} s ({last}); the task is retried.")
+        if (not got_records and not self._eof_seen
+                and now - self._assigned_at > self.config.stall_check_seconds):
+            self._check_log_reaches_position()
+            self._assigned_at = now  # check again only after another quiet stretch
+
+    def _check_log_reaches_position(self) -> None:
+        # Kafka answers a fetch past the log end with OFFSET_OUT_OF_RANGE; tansu answers with nothing, so
+        # ask for the true end: read from the (possibly low) reported watermark until EOF, which is exact.
+        tp = TopicPartition(self.config.topic, self.partition)
+        low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        probe = Consumer({**consumer_settings(self.config), "auto.offset.reset": "latest"})
+        try:
+            probe.assign([TopicPartition(self.config.topic, self.partition, max(low, high - 1, 0))])
+            deadline = time.monotonic() + 10
+            log_end = None
+            while log_end is None and time.monotonic() < deadline:
+                for message in probe.consume(1000, timeout=0.2):
+                    error = message.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        log_end = message.offset()
+        finally:
+            probe.close()
+        if log_end is not None and self.position is not None and log_end < self.position:
+            raise LogTruncated(
+                f"{self.config.topic}[{self.partition}]: the stored next offset is {self.position} but the "
+                f"broker's log ends at {log_end}. The topic was recreated or truncated (the embedded broker "
+                f"keeps its log in memory and loses it on restart). Check what happened, then move the "
+                f"stored offset deliberately: python -m purchases.loader rewind --partition {self.partition} "
+                f"--to {log_end if log_end == 0 else 'OFFSET'}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+# --- Postgres -----------------------------------------------------------------------------------------------
+
+def _lock_stored_offset(conn: psycopg.Connection, topic: str, partition: int) -> int:
+    conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
+                 "values (%s, %s, 0) on conflict do nothing", (topic, partition))
+    row = conn.execute("select next_offset from staging.kafka_offsets "
+                       "where kafka_topic = %s and kafka_partition = %s for update", (topic, partition)).fetchone()
+    return row[0]
+
+
+def stored_offset(conn: psycopg.Connection, topic: str, partition: int) -> int:
+    row = conn.execute("select next_offset from staging.kafka_offsets where kafka_topic = %s "
+                       "and kafka_partition = %s", (topic, partition)).fetchone()
+    return row[0] if row else 0
+
+
+def _known_customers(conn: psycopg.Connection, customer_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    wanted = list(set(customer_ids))
+    if not wanted:
+        return set()
+    rows = conn.execute("select customer_id from app.customers where customer_id = any(%s)", (wanted,))
+    return {row[0] for row in rows}
+
+
+def _staging_rows(valid: list[tuple[PurchaseEvent, str, Message]], topic: str, partition: int):
+    for event, extra, message in valid:
+        yield (event.event_id, event.customer_id, event.product_name, event.description, event.quantity,
+               event.unit_price, event.currency, event.purchased_at, event.schema_version, extra,
+               topic, partition, message.offset())
+
+
+class _JsonText(str):
+    """Marks JSON that is already text."""
+
+
+class _JsonTextBinaryDumper(Dumper):
+    """Sends ready JSON text as binary jsonb (version byte 1 + the text), without parsing it again."""
+
+    format = Format.BINARY
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+def _copy(conn: psycopg.Connection, table: str, columns: Sequence[str], types: Sequence[str], rows) -> None:
+    with conn.cursor() as cursor:
+        if "jsonb" in types:
+            _JsonTextBinaryDumper.oid = conn.adapters.types["jsonb"].oid
+            cursor.adapters.register_dumper(_JsonText, _JsonTextBinaryDumper)
+        with cursor.copy(f"copy {table} ({', '.join(columns)}) from stdin (format binary)") as copy:
+            copy.set_types(list(types))
+            for row in rows:
+                copy.write_row(row)
+
+
+def _insert_events(conn: psycopg.Connection, rows: list[tuple]) -> int:
+    """COPY rows into staging, ignoring event_ids already there. Returns how many were inserted."""
+    # Fast path: straight COPY into the table. A duplicate event_id (rare: a producer retry) aborts it, and
+    # the savepoint lets the batch go the slower way: COPY into a temp table, insert ... on conflict do nothing.
+    try:
+        with conn.transaction():
+            _copy(conn, "staging.purchase_events", STAGING_COLUMNS, STAGING_COPY_TYPES, rows)
+        return len(rows)
+    except pg_errors.UniqueViolation:
+        pass
+    conn.execute("create temp table if not exists purchase_events_batch "
+                 "(like staging.purchase_events including defaults) on commit delete rows")
+    conn.execute("alter table purchase_events_batch add column if not exists batch_position bigserial")
+    _copy(conn, "purchase_events_batch", STAGING_COLUMNS, STAGING_COPY_TYPES, rows)
+    # Within the batch, the first record (lowest offset) wins too.
+    cursor = conn.execute(f"""
+        insert into staging.purchase_events ({', '.join(STAGING_COLUMNS)})
+        select distinct on (event_id) {', '.join(STAGING_COLUMNS)}
+          from purchase_events_batch order by event_id, batch_position
+        on conflict (event_id) do nothing""")
+    return cursor.rowcount
+
+
+def _pause_before_commit_for_tests(batch: BatchResult) -> None:
+    marker = os.environ.get(PAUSE_BEFORE_COMMIT_ENV)
+    if not marker:
+        return
+    with open(marker, "w") as f:
+        json.dump(asdict(batch), f)
+    log.warning("test hook %s: batch written, waiting before COMMIT until %s is removed",
+                PAUSE_BEFORE_COMMIT_ENV, marker)
+    while os.path.exists(marker):
+        time.sleep(0.05)
+
+
+def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offset: int,
+                messages: Sequence[Message]) -> BatchResult:
+    """One transaction: check the stored offset, COPY valid events, keep rejected ones, move the offset."""
+    next_offset = messages[-1].offset() + 1
+    result = BatchResult(partition, start_offset, next_offset)
+    with conn.transaction():
+        stored = _lock_stored_offset(conn, topic, partition)
+        if stored != start_offset:
+            result.stale = True
+            result.next_offset = stored
+            return result  # the transaction ends without writing; the caller re-reads from `stored`
+        records = _sort_records(messages, utcnow())
+        known = _known_customers(conn, (event.customer_id for event, _, _ in records.valid))
+        valid = []
+        for event, extra, message in records.valid:
+            if event.customer_id in known:
+                valid.append((event, extra, message))
+            else:
+                records.rejected.append((f"customer_id: unknown customer {event.customer_id} "
+                                         f"(not in app.customers)", event.event_id, event.customer_id, message))
+        if valid:
+            rows = list(_staging_rows(valid, topic, partition))
+            result.loaded = _insert_events(conn, rows)
+            result.duplicates = len(rows) - result.loaded
+        if records.rejected:
+            _copy_rejected(conn, topic, partition, records.rejected)
+            result.rejected = len(records.rejected)
+        conn.execute("update staging.kafka_offsets set next_offset = %s, updated_at = now() "
+                     "where kafka_topic = %s and kafka_partition = %s", (next_offset, topic, partition))
+        _pause_before_commit_for_tests(result)
+    return result
+
+
+def _copy_rejected(conn: psycopg.Connection, topic: str, partition: int, rejected) -> None:
+    rows = [(event_id, customer_id, reason, message.key(), message.value(), topic, partition, message.offset())
+            for reason, event_id, customer_id, message in sorted(rejected, key=lambda r: r[3].offset())]
+    # A record's place in the log is unique, and the offset lock means nobody else writes this range;
+    # the temp table + on conflict only guards against a topic whose offsets were deliberately rewound.
+    conn.execute("create temp table if not exists purchase_events_rejected_batch "
+                 "(like staging.purchase_events_rejected including defaults) on commit delete rows")
+    _copy(conn, "purchase_events_rejected_batch", REJECTED_COLUMNS, REJECTED_COPY_TYPES, rows)
+    cursor = conn.execute(f"""
+        insert into staging.purchase_events_rejected ({', '.join(REJECTED_COLUMNS)})
+        select {', '.join(REJECTED_COLUMNS)} from purchase_events_rejected_batch
+        on conflict (kafka_topic, kafka_partition, kafka_offset) do nothing""")
+    if cursor.rowcount != len(rows):
+        log.warning("%s[%d]: %d rejected records were already recorded at the same offsets (offsets rewound?)",
+                    topic, partition, len(rows) - cursor.rowcount)
+
+
+# --- one run ------------------------------------------------------------------------------------------------
+
+def connect(dsn: str) -> psycopg.Connection:
+    return psycopg.connect(dsn, application_name="purchases-loader")
+
+
+def load_partition(config: LoaderConfig, partition: int,
+                   connection_factory: Callable[[], psycopg.Connection] | None = None,
+                   window_seconds: float | None = None, stop_when_idle: bool = False) -> RunResult:
+    """Load micro-batches from one partition for `window_seconds`, committing each. Returns what it did.
+
+    `stop_when_idle` ends the run at the first EOF with nothing new (tests, benchmarks, catch-up).
+    """
+    window = config.window_seconds if window_seconds is None else window_seconds
+    started = time.monotonic()
+    conn = connection_factory() if connection_factory else connect(config.dsn)
+    conn.autocommit = True  # transactions are explicit: conn.transaction()
+    reader = PartitionReader(config, partition)
+    try:
+        reader.check_broker()
+        start = stored_offset(conn, config.topic, partition)
+        result = RunResult(config.topic, partition, start, start)
+        reader.seek(start)
+        while time.monotonic() - started < window:
+            messages, eof = reader.read_batch()
+            if not messages:
+                if eof and stop_when_idle:
+                    break
+                continue
+            batch_started = conn.execute("select now()").fetchone()[0] if result.batches == 0 else None
+            batch = write_batch(conn, config.topic, partition, result.next_offset, messages)
+            if batch.stale:
+                log.warning("%s[%d]: stored offset moved to %d by another loader; re-reading from there",
+                            config.topic, partition, batch.next_offset)
+                reader.seek(batch.next_offset)
+                result.next_offset = batch.next_offset
+                continue
+            if batch_started is not None:
+                result.loaded_since = batch_started.isoformat()
+            result.batches += 1
+            result.loaded += batch.loaded
+            result.duplicates += batch.duplicates
+            result.rejected += batch.rejected
+            result.next_offset = batch.next_offset
+            log.info("%s[%d] offsets %d..%d: %d loaded, %d duplicate, %d rejected", config.topic, partition,
+                     batch.start_offset, batch.next_offset - 1, batch.loaded, batch.duplicates, batch.rejected)
+            if eof and stop_when_idle:
+                break
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+    finally:
+        reader.close()
+        conn.close()
+
+
+def rewind(dsn: str, topic: str, partition: int, offset: int) -> int:
+    """Set the stored next offset of a partition (after a topic was recreated). Returns the old one."""
+    with psycopg.connect(dsn) as conn:
+        old = _lock_stored_offset(conn, topic, partition)
+        conn.execute("update staging.kafka_offsets set next_offset = %s, updated_at = now() "
+                     "where kafka_topic = %s and kafka_partition = %s", (offset, topic, partition))
+    return old
+
+
+def main(argv: list[str] | None = None) -> None:
+    from purchases.settings import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="python -m purchases.loader",
+                                     description="Load purchase events from Kafka into staging, exactly once.")
+    parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers)
+    parser.add_argument("--dsn", default=settings.warehouse_dsn)
+    parser.add_argument("--topic", default=settings.purchases_topic)
+    commands = parser.add_subparsers(dest="command", required=True)
+    load = commands.add_parser("load", help="load one partition for a time window")
+    load.add_argument("--partition", type=int, required=True)
+    load.add_argument("--window", type=float, default=20.0, help="seconds to keep loading (default 20)")
+    load.add_argument("--batch-max-events", type=int, default=LoaderConfig.batch_max_events)
+    load.add_argument("--until-idle", action="store_true", help="stop at the first EOF with nothing new")
+    back = commands.add_parser("rewind", help="set a partition's stored next offset (after a topic reset)")
+    back.add_argument("--partition", type=int, required=True)
+    back.add_argument("--to", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.command == "load":
+        config = LoaderConfig(args.bootstrap_servers, args.dsn, args.topic, batch_max_events=args.batch_max_events)
+        try:
+            result = load_partition(config, args.partition, window_seconds=args.window,
+                                    stop_when_idle=args.until_idle)
+        except LoaderError as exc:
+            sys.exit(f"loader: {exc}")
+        print(json.dumps(result.as_dict()))
+    elif args.command == "rewind":
+        old = rewind(args.dsn, args.topic, args.partition, args.to)
+        print(f"{args.topic}[{args.partition}]: next offset {old} -> {args.to}")
+
+
+if __name__ == "__main__":
+    main()
