@@ -1,0 +1,6 @@
+{#- Fails for every row whose value is zero or negative (nulls are not_null's business). -#}
+{% test positive(model, column_name) %}
+    select {{ column_name }} as non_positive_value
+    from {{ model }}
+    where {{ column_name }} <= 0
+{% endtest %}

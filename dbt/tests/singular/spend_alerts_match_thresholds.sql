@@ -1,0 +1,25 @@
+-- Every alert's spend reached its threshold, and its threshold is the one configured now
+-- (var default or seed override); returns each alert that disagrees.
+with
+
+alerts as (
+
+    select * from {{ ref('spend_alerts') }}
+
+),
+
+overrides as (
+
+    select * from {{ ref('spend_thresholds') }}
+
+)
+
+select alerts.*
+from alerts
+left join overrides
+    on alerts.customer_id = overrides.customer_id and alerts.currency = overrides.currency
+where alerts.spend < alerts.threshold
+    or alerts.threshold <> case alerts.alert_type
+        when 'lifetime' then coalesce(overrides.lifetime_threshold, ({{ var('spend_alert_threshold') }})::numeric(18, 2))
+        else coalesce(overrides.daily_threshold, ({{ var('daily_spend_alert_threshold') }})::numeric(18, 2))
+    end
