@@ -51,7 +51,7 @@ bench: bench-ingest bench-loader bench-dbt bench-e2e ## every benchmark, then th
 	$(ENV); $(PY) -m bench.report
 
 soak: $(STAMP) ## 100,000 purchases with retries, loader kills and a Postgres restart
-	$(ENV); SOAK_PURCHASES=$${SOAK_PURCHASES:-100000} $(PY) -m pytest -m soak tests/test_soak.py -s
+	$(ENV); SOAK_PURCHASES=$${SOAK_PURCHASES:-100000} $(PY) -m pytest tests/test_soak.py -s
 
 clean: down
 	rm -rf $(VENV) .run logs .airflow dbt/target dbt/logs
