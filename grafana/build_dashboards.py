@@ -84,7 +84,7 @@ TRANSFORM_BACKLOG_SQL = sql("""
 """)
 
 SPEND_PER_DAY_SQL = sql(f"""
-    select spend_date::timestamptz as "time", currency::text as metric, sum(spend) as spend
+    select spend_date::timestamp at time zone 'UTC' as "time", currency::text as metric, sum(spend) as spend
     from marts.customer_spend_daily
     where $__timeFilter(spend_date)
       and {filters("customer_id", "currency")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 import psycopg
@@ -91,6 +91,10 @@ def variables_of(dashboard: dict, warehouse) -> dict[str, Variable]:
     return variables
 
 
+def utc_day(moment):
+    return moment.astimezone(timezone.utc).date()
+
+
 ALL_SELECTED = {"customer": ALL, "currency": ALL, "top_n": "10"}
 
 
@@ -167,7 +171,7 @@ def test_spend_per_day_by_currency(dashboard, warehouse, customers, currencies):
     columns, rows = run_as_reader(warehouse, text)
     assert columns == ["time", "metric", "spend"]
     assert rows == sorted(rows, key=lambda r: (r[0], r[1])), "time series must come ordered by time"
-    got = {(r[0].date(), r[1]): r[2] for r in rows}
+    got = {(utc_day(r[0]), r[1]): r[2] for r in rows}
     assert got == dict(expected_daily_spend(warehouse, customers, currencies, start, end))
 
 
@@ -177,7 +181,7 @@ def test_spend_per_day_honours_the_time_range(dashboard, warehouse):
     text = render_query(panel_sql(dashboard, "Spend per day by currency"), start, warehouse.now, variables,
                         ALL_SELECTED)
     _, rows = run_as_reader(warehouse, text)
-    assert {r[0].date() for r in rows} == {start.date(), warehouse.today_start.date()}
+    assert {utc_day(r[0]) for r in rows} == {start.date(), warehouse.today_start.date()}
 
 
 @pytest.mark.parametrize("top_n, days, expected", [
