@@ -1,10 +1,11 @@
-# Airflow 3 with this project: the DAGs, the `purchases` package, dbt and their pinned requirements.
-# Used by every Airflow service of docker-compose.yml (init, api-server, scheduler, dag-processor,
-# triggerer, and the Celery workers of the `celery` profile) and by the warehouse-init job.
+# Airflow 3 with this project: the DAGs, the plugin, the `purchases` package, dbt and their pinned
+# requirements. Used by every Airflow service of docker-compose.yml (init, api-server, scheduler,
+# dag-processor, triggerer, and the Celery workers of the `celery` profile) and by warehouse-init.
 FROM apache/airflow:3.3.2-python3.11
 
 ENV PROJECT_ROOT=/opt/purchases \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/purchases/dags \
+    AIRFLOW__CORE__PLUGINS_FOLDER=/opt/purchases/plugins \
     DBT_PROJECT_DIR=/opt/purchases/dbt \
     DBT_PROFILES_DIR=/opt/purchases/dbt
 
@@ -17,12 +18,23 @@ WORKDIR /opt/purchases
 COPY --chown=airflow:0 requirements.txt pyproject.toml ./
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" -r requirements.txt
 
+# purchases.transform runs the dbt found next to the Python interpreter (as in a virtualenv); in this
+# image pip may have put it elsewhere on PATH.
+USER root
+RUN python_dir="$(dirname "$(python -c 'import sys; print(sys.executable)')")" \
+    && if [ ! -x "$python_dir/dbt" ]; then ln -s "$(command -v dbt)" "$python_dir/dbt"; fi
+USER airflow
+
 COPY --chown=airflow:0 purchases ./purchases
 COPY --chown=airflow:0 ingest_api ./ingest_api
 COPY --chown=airflow:0 dags ./dags
+COPY --chown=airflow:0 plugins ./plugins
 COPY --chown=airflow:0 dbt ./dbt
 COPY --chown=airflow:0 scripts ./scripts
-# /opt/airflow/auth: the named volume for the admin's password file takes this directory's owner.
 # Editable, so that code locating the dbt project from the package finds /opt/purchases/dbt.
+# The dbt manifest the DAG is rendered from is built here (dbt parse needs no database), so every
+# container starts with it. /opt/airflow/auth and /opt/airflow/dbt-docs: the named volumes mounted
+# there take these directories' owner.
 RUN pip install --no-cache-dir --no-deps -e . \
-    && mkdir -p dbt/target dbt/logs /opt/airflow/auth
+    && python -m purchases.transform parse \
+    && mkdir -p /opt/airflow/auth /opt/airflow/dbt-docs
