@@ -1,0 +1,20 @@
+"""The connection pool to the warehouse (psycopg 3, async): app.customers, staging.*, marts.*."""
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+
+from ingest_api.core.config import ApiSettings
+
+
+def make_pool(settings: ApiSettings) -> AsyncConnectionPool:
+    # Opened in the app's lifespan without waiting, so the API starts (and /healthz answers) while the
+    # database is still coming up; requests that need it meanwhile answer 503.
+    return AsyncConnectionPool(
+        settings.warehouse_dsn,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        open=False,
+        timeout=5.0,
+        kwargs={"autocommit": True, "application_name": "ingest_api"},
+        name="warehouse",
+    )
