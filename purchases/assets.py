@@ -11,5 +11,5 @@ from airflow.sdk import Asset
 STAGING_PURCHASE_EVENTS = Asset(name="staging_purchase_events",
                                 uri="postgres://warehouse/purchases/staging/purchase_events")
 
-STAGING_PURCHASE_EVENTS_LOADED = Asset(name="staging_purchase_events_loaded",
-                                       uri="postgres://warehouse/purchases/staging/purchase_events_loaded")
+# Name only: it marks an event in the pipeline, not a table of its own.
+STAGING_PURCHASE_EVENTS_LOADED = Asset(name="staging_purchase_events_loaded")

@@ -1,0 +1,135 @@
+"""The real DAGs, run with dag.test(): mapped loads per partition, the Asset events, the quality gate."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from .helpers import create_topic, make_event, produce
+
+DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "purchases_ingest.py"
+
+
+def load_dag_module():
+    spec = importlib.util.spec_from_file_location("purchases_ingest_dag_under_test", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def task_states(dag_run) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in dag_run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def asset_events(name: str, since) -> list[dict]:
+    from airflow import settings
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    with settings.Session() as session:
+        rows = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                .filter(AssetModel.name == name, AssetEvent.timestamp >= since).all())
+        return [row.extra for row in rows]
+
+
+def delete_dag_run(dag_run) -> None:
+    """A failed purchases_quality run holds every later one (depends_on_past): tests must not leave one."""
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+
+    with settings.Session() as session:
+        session.query(DagRun).filter(DagRun.id == dag_run.id).delete()
+        session.commit()
+
+
+@pytest.fixture
+def dag_topic(broker, monkeypatch):
+    topic = create_topic(broker.bootstrap, partitions=2)
+    monkeypatch.setenv("PURCHASES_TOPIC", topic)
+    return topic
+
+
+def test_ingest_dag_loads_every_partition_and_announces_the_increment(airflow_db, broker, warehouse_dsn, dag_topic,
+                                                                      customers):
+    from datetime import datetime, timezone
+
+    from .helpers import Staged
+
+    started = datetime.now(timezone.utc)
+    staged = Staged(warehouse_dsn, dag_topic)
+    events = {p: [make_event(customers[0], n) for n in range(20 + p)] for p in (0, 1)}
+    for partition, batch in events.items():
+        produce(broker.bootstrap, dag_topic, [(None, e.to_bytes()) for e in batch], partition=partition)
+
+    module = load_dag_module()
+    run = module.ingest_dag.test(run_conf={"window_seconds": 3})
+
+    assert str(run.state) == "success", task_states(run)
+    assert task_states(run) == {"partitions": ["success"], "load": ["success", "success"], "announce": ["success"]}
+    assert staged.count() == 41
+    [extra] = asset_events("staging_purchase_events_loaded", started)
+    assert extra["rows"] == 41
+    assert sorted((i["partition"], i["start_offset"], i["next_offset"]) for i in extra["increments"]) == \
+        [(0, 0, 20), (1, 0, 21)]
+
+    # A second run finds nothing new: no Asset event, so the quality gate and the transform stay idle.
+    again = module.ingest_dag.test(run_conf={"window_seconds": 1})
+    assert task_states(again)["announce"] == ["skipped"]
+    assert len(asset_events("staging_purchase_events_loaded", started)) == 1
+
+
+def test_quality_gate_passes_on_good_rows_and_releases_the_staging_asset(
+        airflow_db, broker, warehouse_dsn, topic, customers, monkeypatch, tmp_path):
+    from datetime import datetime, timezone
+
+    from purchases.loader import LoaderConfig, load_partition
+
+    monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
+    started = datetime.now(timezone.utc)
+    produce(broker.bootstrap, topic, [(None, make_event(customers[1], n).to_bytes()) for n in range(30)])
+    increment = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
+                               stop_when_idle=True).as_dict()
+
+    run = load_dag_module().quality_dag.test(run_conf={"increments": [increment]})
+
+    assert task_states(run) == {"quality_gate": ["success"]}
+    [extra] = asset_events("staging_purchase_events", started)
+    assert extra["rows"] == 30
+    assert (tmp_path / "docs" / "index.html").exists()
+    assert list((tmp_path / "docs" / "validations").rglob("*.html"))
+
+
+def test_quality_gate_failure_fails_the_task_and_holds_back_the_transform(
+        airflow_db, broker, warehouse_dsn, topic, monkeypatch, tmp_path):
+    from datetime import datetime, timezone
+
+    import psycopg
+
+    from purchases.loader import LoaderConfig, load_partition
+    from purchases.quality import QualityGateFailed, run_quality_gate
+
+    from .helpers import add_customers
+
+    monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
+    [doomed] = add_customers(warehouse_dsn, 1)
+    produce(broker.bootstrap, topic, [(None, make_event(doomed, n).to_bytes()) for n in range(3)])
+    increment = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
+                               stop_when_idle=True).as_dict()
+    assert increment["loaded"] == 3
+    with psycopg.connect(warehouse_dsn) as conn:  # the customer disappears after the load: rows now orphaned
+        conn.execute("delete from app.customers where customer_id = %s", (doomed,))
+
+    with pytest.raises(QualityGateFailed, match="known customer.*3 unexpected"):
+        run_quality_gate(warehouse_dsn, [increment])
+
+    started = datetime.now(timezone.utc)
+    run = load_dag_module().quality_dag.test(run_conf={"increments": [increment]})
+    try:
+        assert task_states(run) == {"quality_gate": ["failed"]}  # AirflowFailException: no retries
+        assert asset_events("staging_purchase_events", started) == []
+        assert (tmp_path / "docs" / "index.html").exists()
+    finally:
+        delete_dag_run(run)
