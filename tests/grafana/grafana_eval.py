@@ -73,6 +73,11 @@ def _parse_interval(text: str) -> timedelta:
     return timedelta(seconds=number * seconds)
 
 
+def _unix_nanos(moment: datetime) -> int:
+    whole = moment.replace(microsecond=0)
+    return int(whole.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+
+
 def _go_float(value: float) -> str:
     return f"{value:g}" if value != int(value) else str(int(value))
 
@@ -87,6 +92,9 @@ def expand_macros(sql: str, time_from: datetime, time_to: datetime, interval: ti
     def evaluate(match: re.Match) -> str:
         name = match.group(1)
         args = [a.strip() for a in match.group(2).split(",")]
+        # Grafana < 5.3 compatibility, kept by the backend: "$__timeGroup(...)," means the alias form.
+        if name == "__timeGroup" and match.string[match.end():match.end() + 1] == ",":
+            name = "__timeGroupAlias"
         if name == "__time":
             return f'{args[0]} AS "time"'
         if name == "__timeEpoch":
@@ -103,6 +111,12 @@ def expand_macros(sql: str, time_from: datetime, time_to: datetime, interval: ti
             return group + (' AS "time"' if name == "__timeGroupAlias" else "")
         if name == "__unixEpochFilter":
             return (f"{args[0]} >= {int(time_from.timestamp())} AND {args[0]} <= {int(time_to.timestamp())}")
+        if name == "__unixEpochNanoFilter":
+            return (f"{args[0]} >= {_unix_nanos(time_from)} AND {args[0]} <= {_unix_nanos(time_to)}")
+        if name == "__unixEpochNanoFrom":
+            return str(_unix_nanos(time_from))
+        if name == "__unixEpochNanoTo":
+            return str(_unix_nanos(time_to))
         if name in ("__unixEpochGroup", "__unixEpochGroupAlias"):
             seconds = _go_float(_parse_interval(args[1]).total_seconds())
             group = f"floor(({args[0]})/{seconds})*{seconds}"
