@@ -33,8 +33,8 @@ COPY --chown=airflow:0 dbt ./dbt
 COPY --chown=airflow:0 scripts ./scripts
 # Editable, so that code locating the dbt project from the package finds /opt/purchases/dbt.
 # The dbt manifest the DAG is rendered from is built here (dbt parse needs no database), so every
-# container starts with it. /opt/airflow/auth and /opt/airflow/dbt-docs: the named volumes mounted
+# container starts with it. /opt/airflow/auth and /opt/airflow/data-docs: the named volumes mounted
 # there take these directories' owner.
 RUN pip install --no-cache-dir --no-deps -e . \
     && python -m purchases.transform parse \
-    && mkdir -p /opt/airflow/auth /opt/airflow/dbt-docs
+    && mkdir -p /opt/airflow/auth /opt/airflow/data-docs
