@@ -64,7 +64,15 @@ def purchases_ingest():
 
         return announce_increments(results, outlet_events, STAGING_PURCHASE_EVENTS_LOADED)
 
-    announce(load.expand(partition=partitions()))
+    # The run's state follows its leaves; announce (all_done) succeeds even when a load failed, so this leaf
+    # makes the run fail visibly whenever any partition's load failed.
+    @task(retries=0)
+    def every_partition_loaded() -> None:
+        return None
+
+    loads = load.expand(partition=partitions())
+    announce(loads)
+    loads >> every_partition_loaded()
 
 
 @dag(

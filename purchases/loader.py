@@ -512,6 +512,7 @@ def load_partition(config: LoaderConfig, partition: int,
     started = time.monotonic()
     conn = connection_factory() if connection_factory else connect(config.dsn)
     conn.autocommit = True  # transactions are explicit: conn.transaction()
+    conn.execute("set application_name = 'purchases-loader'")  # visible in pg_stat_activity
     reader = PartitionReader(config, partition)
     try:
         reader.check_broker()

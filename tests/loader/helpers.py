@@ -84,3 +84,11 @@ class Staged:
                           "and kafka_partition = %s", self.topic, partition)
         return rows[0][0] if rows else None
 
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -68,7 +70,8 @@ def test_ingest_dag_loads_every_partition_and_announces_the_increment(airflow_db
     run = module.ingest_dag.test(run_conf={"window_seconds": 3})
 
     assert str(run.state) == "success", task_states(run)
-    assert task_states(run) == {"partitions": ["success"], "load": ["success", "success"], "announce": ["success"]}
+    assert task_states(run) == {"partitions": ["success"], "load": ["success", "success"], "announce": ["success"],
+                                "every_partition_loaded": ["success"]}
     assert staged.count() == 41
     [extra] = asset_events("staging_purchase_events_loaded", started)
     assert extra["rows"] == 41
@@ -133,3 +136,71 @@ def test_quality_gate_failure_fails_the_task_and_holds_back_the_transform(
         assert (tmp_path / "docs" / "index.html").exists()
     finally:
         delete_dag_run(run)
+
+
+def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_is_exact(
+        airflow_db, broker, warehouse_dsn, dag_topic, customers, monkeypatch, tmp_path):
+    """The loader's backend is terminated (as by a Postgres restart) between COPY and COMMIT inside a real
+    DAG run; Airflow retries the mapped task and the partition ends up loaded exactly once."""
+    import threading
+
+    import psycopg
+
+    from purchases.loader import PAUSE_BEFORE_COMMIT_ENV
+
+    from .helpers import Staged
+
+    monkeypatch.setenv("PURCHASES_LOADER_RETRY_DELAY_SECONDS", "1")
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(PAUSE_BEFORE_COMMIT_ENV, str(marker))
+    events = [make_event(customers[0], n) for n in range(60)]
+    produce(broker.bootstrap, dag_topic, [(None, e.to_bytes()) for e in events], partition=1)
+    killed = []
+
+    def saboteur():
+        deadline = time.monotonic() + 120
+        pauses = 0
+        while pauses < 2 and time.monotonic() < deadline:
+            if marker.exists():
+                pauses += 1
+                if pauses == 1:  # first try: kill its connection, then let it try to COMMIT
+                    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+                        killed.extend(row[0] for row in conn.execute(
+                            "select pg_terminate_backend(pid) from pg_stat_activity "
+                            "where application_name = 'purchases-loader' and datname = current_database()"))
+                marker.unlink()
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=saboteur, daemon=True)
+    thread.start()
+    run = load_dag_module().ingest_dag.test(run_conf={"window_seconds": 3})
+    thread.join(10)
+
+    assert killed == [True]
+    loads = {ti.map_index: ti for ti in run.get_task_instances() if ti.task_id == "load"}
+    assert str(loads[1].state) == "success" and loads[1].try_number == 2  # failed once, retried
+    assert str(run.state) == "success", task_states(run)
+    staged = Staged(warehouse_dsn, dag_topic)
+    assert staged.events() == {e.event_id: offset for offset, e in enumerate(events)}
+    assert staged.next_offset(1) == 60
+
+
+def test_broker_down_the_task_fails_with_a_clear_message_after_airflow_retries(
+        airflow_db, warehouse_dsn, dag_topic, monkeypatch, capfd):
+    from .helpers import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT",
+                       json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": address}}))
+    monkeypatch.setenv("PURCHASES_LOADER_RETRIES", "1")
+    monkeypatch.setenv("PURCHASES_LOADER_RETRY_DELAY_SECONDS", "1")
+    module = load_dag_module()
+    assert module.ingest_dag.get_task("load").retries == 1
+
+    run = module.ingest_dag.test(run_conf={"window_seconds": 1})
+
+    assert str(run.state) == "failed"
+    [partitions] = [ti for ti in run.get_task_instances() if ti.task_id == "partitions"]
+    assert str(partitions.state) == "failed" and partitions.try_number == 2  # tried, retried, failed
+    logs = capfd.readouterr().out  # dag.test runs tasks in this process and logs to stdout
+    assert f"cannot read the partitions of topic '{dag_topic}' from the Kafka broker at {address}" in logs

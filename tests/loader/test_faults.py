@@ -1,0 +1,125 @@
+"""Faults with real processes: a loader SIGKILLed before COMMIT, its Postgres connection killed, the broker
+down. After each, a rerun leaves every event in staging exactly once."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from purchases.loader import PAUSE_BEFORE_COMMIT_ENV, BrokerUnavailable, LoaderConfig, load_partition
+
+from .helpers import make_event, produce
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_loader(broker, dsn, topic, marker: Path, batch_max_events: int) -> subprocess.Popen:
+    env = {**os.environ, PAUSE_BEFORE_COMMIT_ENV: str(marker)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "purchases.loader", "--bootstrap-servers", broker.bootstrap, "--dsn", dsn,
+         "--topic", topic, "load", "--partition", "0", "--window", "60", "--until-idle",
+         "--batch-max-events", str(batch_max_events)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def wait_for_pause(process: subprocess.Popen, marker: Path, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"loader exited ({process.returncode}) before pausing: "
+                                 f"{process.stderr.read().decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError("loader did not reach the pause before COMMIT")
+        time.sleep(0.05)
+    time.sleep(0.05)  # the marker is written, then closed
+    return json.loads(marker.read_text())
+
+
+def loader_backend_pids(dsn: str) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [row[0] for row in conn.execute(
+            "select pid from pg_stat_activity where application_name = 'purchases-loader' "
+            "and datname = current_database()")]
+
+
+def wait_until_no_loader_backend(dsn: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while loader_backend_pids(dsn):
+        assert time.monotonic() < deadline, "the killed loader's backend is still there"
+        time.sleep(0.1)
+
+
+def test_sigkill_after_copy_before_commit_loses_nothing_and_doubles_nothing(
+        broker, warehouse_dsn, topic, staged, customers, tmp_path):
+    events = [make_event(customers[n % 3], n) for n in range(300)]
+    produce(broker.bootstrap, topic, [(e.kafka_key(), e.to_bytes()) for e in events])
+    marker = tmp_path / "paused"
+
+    loader = start_loader(broker, warehouse_dsn, topic, marker, batch_max_events=100)
+    try:
+        first = wait_for_pause(loader, marker)
+        assert (first["start_offset"], first["loaded"]) == (0, 100)
+        marker.unlink()  # let the first batch commit
+        second = wait_for_pause(loader, marker)
+        assert (second["start_offset"], second["loaded"]) == (100, 100)
+        assert staged.count() == 100  # the second batch is COPYed but not committed: invisible
+        os.killpg(loader.pid, signal.SIGKILL)
+        loader.wait(10)
+    finally:
+        if loader.poll() is None:
+            os.killpg(loader.pid, signal.SIGKILL)
+    assert loader.returncode == -signal.SIGKILL
+    wait_until_no_loader_backend(warehouse_dsn)
+    assert staged.count() == 100 and staged.next_offset() == 100
+
+    rerun = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=60,
+                           stop_when_idle=True)
+    assert (rerun.start_offset, rerun.loaded, rerun.duplicates) == (100, 200, 0)
+    assert staged.events() == {e.event_id: offset for offset, e in enumerate(events)}
+    assert staged.next_offset() == 300
+
+
+def test_postgres_connection_killed_before_commit_fails_the_run_and_a_rerun_is_exact(
+        broker, warehouse_dsn, topic, staged, customers, tmp_path):
+    """What a Postgres restart does to a loader (its backend is terminated mid-transaction), done with
+    pg_terminate_backend so the shared server keeps serving everyone else."""
+    events = [make_event(customers[0], n) for n in range(150)]
+    produce(broker.bootstrap, topic, [(None, e.to_bytes()) for e in events])
+    marker = tmp_path / "paused"
+
+    loader = start_loader(broker, warehouse_dsn, topic, marker, batch_max_events=100)
+    try:
+        wait_for_pause(loader, marker)
+        with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+            for pid in loader_backend_pids(warehouse_dsn):
+                conn.execute("select pg_terminate_backend(%s)", (pid,))
+        marker.unlink()  # the loader goes on to COMMIT on a dead connection
+        _, stderr = loader.communicate(timeout=60)
+    finally:
+        if loader.poll() is None:
+            os.killpg(loader.pid, signal.SIGKILL)
+    assert loader.returncode != 0
+    assert b"terminat" in stderr or b"server closed the connection" in stderr, stderr.decode()[-2000:]
+    assert staged.count() == 0 and staged.next_offset() in (None, 0)
+
+    rerun = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=60,
+                           stop_when_idle=True)
+    assert rerun.loaded == 150
+    assert staged.events() == {e.event_id: offset for offset, e in enumerate(events)}
+
+
+def test_broker_down_fails_with_a_clear_message(warehouse_dsn, topic):
+    from .helpers import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match=f"Kafka broker at {address} did not answer.*retried"):
+        load_partition(LoaderConfig(address, warehouse_dsn, topic), 0, window_seconds=5)
+    assert time.monotonic() - started < 60
