@@ -76,6 +76,19 @@ def parse_project() -> Path:
     return manifest_path()
 
 
+def manifest_is_stale() -> bool:
+    """True when the manifest is missing or older than a file of the project (a stat walk, no parsing)."""
+    try:
+        built = manifest_path().stat().st_mtime
+    except FileNotFoundError:
+        return True
+    for folder in ("models", "macros", "seeds", "tests", "snapshots", "analyses"):
+        for path in (project_dir() / folder).rglob("*"):
+            if path.suffix in (".sql", ".yml", ".yaml", ".csv", ".md") and path.stat().st_mtime > built:
+                return True
+    return (project_dir() / "dbt_project.yml").stat().st_mtime > built
+
+
 def generate_docs() -> Path:
     """`dbt docs generate --static` (needs the warehouse for the catalog); publishes index.html and
     refreshes the manifest Cosmos renders from, so a changed project shows up in the DAG after one run."""
@@ -118,14 +131,15 @@ def backfill_window(run_type: Any, data_interval_start: datetime | None,
 def cosmos_task_group_args() -> dict[str, Any]:
     """Everything DbtTaskGroup needs, so the DAG file stays a few lines.
 
-    Rendering reads the manifest (no dbt process at DAG parse time); if it is missing (a fresh checkout
-    whose `make up` step has not run) it is written once by `dbt parse`, which needs no database.
+    Rendering reads the manifest (no dbt process at DAG parse time). If it is missing or older than the
+    project's files (a fresh checkout, an edited model) it is rewritten once by `dbt parse`, which needs
+    no database; `make up` runs that parse before Airflow starts.
     Each model becomes a task running `dbt run` in-process (dbtRunner), followed by a task testing it.
     """
     from cosmos import (ExecutionConfig, ExecutionMode, InvocationMode, LoadMode, ProfileConfig,
                         ProjectConfig, RenderConfig, TestBehavior)
 
-    if not manifest_path().exists():
+    if manifest_is_stale():
         parse_project()
     window = "dbt_backfill_window(dag_run.run_type, data_interval_start, data_interval_end)"
     return {

@@ -1,0 +1,77 @@
+"""Fixtures for the dbt tests: a warehouse database and a copy of the dbt project of their own.
+
+The marts are checked to the cent against known purchases, so these tests do not share staging with the
+other test folders: `dbt_warehouse` is a sibling of the session's warehouse database. The project is
+copied so its seed can carry the test's threshold overrides; everything else is the real project.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from purchases import transform
+
+from dbt_test_data import SEED_THRESHOLDS_CSV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Cosmos reports usage to a remote endpoint unless told not to (and there is no network here anyway).
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def dbt_env(warehouse_dsn, tmp_path_factory):
+    """Points dbt, the DAG and the docs at this folder's database and project copy; restores the env after."""
+    from purchases.warehouse import bootstrap, drop_database
+
+    name = conninfo_to_dict(warehouse_dsn)["dbname"] + "_dbt"
+    dsn = make_conninfo(warehouse_dsn, dbname=name)
+    bootstrap(dsn)
+
+    base = tmp_path_factory.mktemp("dbt")
+    project = base / "project"
+    shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
+    (project / "seeds" / "spend_thresholds.csv").write_text(SEED_THRESHOLDS_CSV)
+
+    overrides = {
+        "DBT_DBNAME": name,
+        "DBT_PROJECT_DIR": str(project),
+        "DBT_PROFILES_DIR": str(ROOT / "dbt"),
+        "DBT_MANIFEST_PATH": str(base / "manifest" / "manifest.json"),
+        "DBT_DOCS_DIR": str(base / "docs"),
+        "WAREHOUSE_DSN": dsn,
+        "AIRFLOW_CONN_WAREHOUSE": dsn,
+    }
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield {"dsn": dsn, "project": project, **overrides}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+def dbt_dsn(dbt_env) -> str:
+    return dbt_env["dsn"]
+
+
+@pytest.fixture
+def db(dbt_dsn):
+    with psycopg.connect(dbt_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def manifest(dbt_env) -> Path:
+    return transform.parse_project()
