@@ -28,6 +28,10 @@ class Problem(BaseModel):
     detail: str | list[dict]
 
 
+# FastAPI reads these bodies itself; one that is not UTF-8 JSON at all it answers with 400.
+BAD_BODY = {400: {"model": Problem, "description": "The body is not UTF-8 JSON."}}
+
+
 # customers and tokens --------------------------------------------------------------------------------
 
 class CustomerCreate(BaseModel):

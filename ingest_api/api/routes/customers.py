@@ -9,14 +9,14 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from ingest_api.api.deps import ConnectionDep, CurrentCustomer, LoginLimiterDep
 from ingest_api.api.routes.auth import AUTH_ERRORS, check_password, locked_out
 from ingest_api.core.security import hash_password
-from ingest_api.schemas import Customer, CustomerCreate, PasswordChange, Problem, Spend, SpendTotal
+from ingest_api.schemas import BAD_BODY, Customer, CustomerCreate, PasswordChange, Problem, Spend, SpendTotal
 from purchases.contract import new_time_ordered_id
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Customer,
-             responses={409: {"model": Problem, "description": "The username is taken."},
+             responses={**BAD_BODY, 409: {"model": Problem, "description": "The username is taken."},
                         422: {"model": Problem, "description": "Bad username or password; `detail` says which."}},
              summary="Sign up")
 async def sign_up(request: Request, account: CustomerCreate, conn: ConnectionDep) -> Customer:
@@ -44,7 +44,7 @@ async def me(customer_id: CurrentCustomer, conn: ConnectionDep) -> Customer:
 
 
 @router.post("/me/password", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
-             responses={**AUTH_ERRORS,
+             responses={**AUTH_ERRORS, **BAD_BODY,
                         422: {"model": Problem, "description": "The new password is not 8-128 characters."},
                         429: {"model": Problem, "description": "Too many wrong passwords; see Retry-After.",
                               "headers": {"Retry-After": {"schema": {"type": "integer"}}}}},

@@ -97,6 +97,8 @@ _NEXT_PAGE = f"""select {_COLUMNS} from staging.purchase_events
 _ONE = f"select {_COLUMNS} from staging.purchase_events where event_id = %s and customer_id = %s"
 _ONE_REJECTED = """select event_id, reason, rejected_at from staging.purchase_events_rejected
                    where event_id = %s and customer_id = %s order by rejected_at desc limit 1"""
+# Ids in paths are matched as UUIDs: anything else is no such resource (404), and /purchases/batch is not
+# mistaken for a purchase id.
 _FIELDS = ("event_id", "product_name", "description", "quantity", "unit_price", "currency", "total_price",
            "purchased_at", "recorded_at")
 
@@ -144,7 +146,7 @@ async def my_purchases(customer_id: CurrentCustomer, conn: ConnectionDep, limit:
     return await _page(conn, customer_id, limit, cursor)
 
 
-@router.get("/customers/{customer_id}/purchases", response_model=PurchasePage,
+@router.get("/customers/{customer_id:uuid}/purchases", response_model=PurchasePage,
             responses={**READ_ERRORS, 404: {"model": Problem, "description": "Not your account."}},
             summary="A customer's recorded purchases: only one's own (404 otherwise)")
 async def customer_purchases(customer_id: uuid.UUID, caller: CurrentCustomer, conn: ConnectionDep,
@@ -154,7 +156,7 @@ async def customer_purchases(customer_id: uuid.UUID, caller: CurrentCustomer, co
     return await _page(conn, customer_id, limit, cursor)
 
 
-@router.get("/purchases/{event_id}", response_model=PurchaseDetail,
+@router.get("/purchases/{event_id:uuid}", response_model=PurchaseDetail,
             responses={**AUTH_ERRORS, 404: {"model": Problem, "description":
                        "Not one of your purchases, or not recorded yet (the loader takes seconds)."}},
             summary="One of my purchases: recorded or rejected")
