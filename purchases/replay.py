@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from purchases.contract import InvalidEvent, utcnow
-from purchases.loader import _insert_events, _known_customers, _storable_extra, validate
+from purchases.loader import _insert_events, _known_customers, _storable_extra, row_from_event, validate
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +73,16 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
                 passing.append((rejection_id, event, _storable_extra(event), topic_name, partition, offset))
             except InvalidEvent as exc:
                 reasons[exc.reason.split(":")[0]] += 1
-        known = _known_customers(conn, (p[1].customer_id for p in passing))
-        for item in [p for p in passing if p[1].customer_id not in known]:
+        known = _known_customers(conn, (str(p[1].customer_id) for p in passing))
+        for item in [p for p in passing if str(p[1].customer_id) not in known]:
             passing.remove(item)
             reasons["customer_id: unknown customer"] += 1
         result.still_rejected = sum(reasons.values())
         result.still_rejected_reasons = dict(reasons)
         if passing:
-            staging_rows = [(e.event_id, e.customer_id, e.product_name, e.description, e.quantity, e.unit_price,
-                             e.currency, e.purchased_at, e.schema_version, extra, t, p, o)
-                            for _, e, extra, t, p, o in passing]
-            result.loaded = _insert_events(conn, staging_rows)
-            result.already_loaded = len(staging_rows) - result.loaded
+            staging_rows = [row_from_event(e, extra, t, p, o) for _, e, extra, t, p, o in passing]
+            offered, result.loaded = _insert_events(conn, [staging_rows])
+            result.already_loaded = offered - result.loaded
             conn.execute("update staging.purchase_events_rejected set replayed_at = %s where rejection_id = any(%s)",
                          (now, [p[0] for p in passing]))
         if dry_run:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from purchases.contract import InvalidEvent, parse_event
-from purchases.loader import validate
+from purchases.loader import _storable_extra, event_row, row_from_event, validate
 
 NOW = datetime.now(timezone.utc)
 BASE = {"event_id": str(uuid.uuid4()), "customer_id": str(uuid.uuid4()), "product_name": "Lamp",
@@ -19,13 +19,22 @@ FIELD_VARIANTS = {
     "schema_version": [..., 1, 2, 0, True, 1.0, "1", None],
     "quantity": [2, 0, -1, 10_000, 10_001, 2.0, 2.5, "2", True, None, ...],
     "unit_price": ["19.99", 19.99, 19.9, "0.00", 0, "-1", "1.005", 1e2, "1E+2", "1000000", "1000000.01",
-                   "NaN", "Infinity", True, None, "12.500", ...],
-    "currency": ["EUR", "eur", "EURO", "", None, 1, ...],
+                   "NaN", "Infinity", True, None, "12.500", "0.01", "0.1", "00.10", "1.", ".5", "+1", " 1",
+                   "1 ", "1_000", "١٢", "9999999", "1000000.00", "0", ...],
+    "currency": ["EUR", "eur", "EURO", "", None, 1, "EUR\n", "\nEUR", "ÉUR", ...],
     "purchased_at": [NOW.isoformat(), "2024-01-01T00:00:00", "2024-01-01T00:00:00+02:00",
+                     "2024-01-01T00:00:00Z", "2024-01-01T00:00:00.1234567Z", "2024-01-01T00:00:00.5Z",
+                     "2024-01-01t00:00:00z", "2024-01-01 00:00:00Z", "2024-01-01T24:00:00Z",
+                     "2024-02-30T00:00:00Z", "2024-01-01T23:59:60Z", "2024-01-01T00:00:00+24:00",
+                     "2024-01-01T00:00:00-00:00", "2024-01-01T00:00:00+0530", "2024-01-01T00:00:00+05:30",
+                     "2024-01-01T00:00Z", "2024-01-01", "2024-01-01T00:00:00Z\n",
                      (NOW + timedelta(minutes=4)).isoformat(), (NOW + timedelta(minutes=6)).isoformat(),
                      "yesterday", 1700000000, None, ...],
-    "event_id": [BASE["event_id"], "not-a-uuid", 5, None, ...],
-    "product_name": ["Lamp", "", "x" * 200, "x" * 201, None, 3, ...],
+    "event_id": [BASE["event_id"], BASE["event_id"].upper(), BASE["event_id"].replace("-", ""),
+                 "{" + BASE["event_id"] + "}", "urn:uuid:" + BASE["event_id"], BASE["event_id"] + "\n",
+                 "not-a-uuid", 5, None, ...],
+    "product_name": ["Lamp", "", "x" * 200, "x" * 201, "é" * 200, "😀" * 200, "😀" * 201, " ", "a\tb\\c\nd",
+                     "nul\u0000", None, 3, ...],
     "description": [..., None, "d" * 2000, "d" * 2001, 5],
     "extra": [..., "coupon", {"nested": [1, 2.5]}],
 }
@@ -58,9 +67,33 @@ def verdict(function, raw):
     return "accepted", event.model_dump()
 
 
+def comparable(row):
+    """A staging row with text-encoded values turned back into values (how Postgres will read them)."""
+    from decimal import Decimal
+
+    values = list(row)
+    values[5] = Decimal(values[5])
+    values[7] = datetime.fromisoformat(values[7])
+    values[9] = json.loads(values[9])
+    return values
+
+
+def row_verdict(function, raw):
+    try:
+        return "accepted", comparable(function(raw))
+    except InvalidEvent as exc:
+        return "rejected", exc.reason
+
+
+def reference_row(raw):
+    event = parse_event(raw, NOW)
+    return row_from_event(event, _storable_extra(event), "t", 0, 7)
+
+
 @pytest.mark.parametrize("name,raw", list(documents()), ids=lambda v: v if isinstance(v, str) else "")
 def test_fast_path_gives_the_contracts_verdict(name, raw):
     assert verdict(validate, raw) == verdict(parse_event, raw)
+    assert row_verdict(lambda r: event_row(r, NOW, "t", 0, 7), raw) == row_verdict(reference_row, raw)
 
 
 def test_well_formed_events_take_the_fast_path(monkeypatch):
@@ -69,6 +102,12 @@ def test_well_formed_events_take_the_fast_path(monkeypatch):
     def fail(*_args, **_kwargs):
         raise AssertionError("parse_event was called for a well-formed event")
 
+    monkeypatch.setattr(loader, "parse_event", fail)
+    monkeypatch.setattr(loader, "validate", fail)
+    for price in ("19.99", "5", "0.10"):
+        row = event_row(json.dumps({**BASE, "unit_price": price, "schema_version": 1}).encode(), NOW, "t", 0, 1)
+        assert row[5] == price
+    monkeypatch.undo()
     monkeypatch.setattr(loader, "parse_event", fail)
     for price in ("19.99", 19.99, "5"):
         event = validate(json.dumps({**BASE, "unit_price": price, "schema_version": 1}).encode(), NOW)
