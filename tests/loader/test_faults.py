@@ -123,3 +123,67 @@ def test_broker_down_fails_with_a_clear_message(warehouse_dsn, topic):
     with pytest.raises(BrokerUnavailable, match=f"Kafka broker at {address} did not answer.*retried"):
         load_partition(LoaderConfig(address, warehouse_dsn, topic), 0, window_seconds=5)
     assert time.monotonic() - started < 60
+
+
+def test_a_topic_that_lost_its_log_stops_the_loader_until_the_offset_is_moved_on_purpose(
+        broker, warehouse_dsn, topic, staged, customers):
+    """The embedded broker keeps its log in memory: after a restart the topic is back, empty, while the
+    warehouse still says 'next offset 100'. The loader must neither wait forever nor skip silently."""
+    from purchases.loader import LogTruncated, main
+
+    events = [make_event(customers[0], n) for n in range(5)]
+    produce(broker.bootstrap, topic, [(None, e.to_bytes()) for e in events])
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
+                     "values (%s, 0, 100)", (topic,))
+    config = LoaderConfig(broker.bootstrap, warehouse_dsn, topic, stall_check_seconds=1)
+    with pytest.raises(LogTruncated, match=r"stored next offset is 100 but the broker's log ends at 5.*rewind"):
+        load_partition(config, 0, window_seconds=30)
+    assert staged.count() == 0
+
+    main(["--bootstrap-servers", broker.bootstrap, "--dsn", warehouse_dsn, "--topic", topic,
+          "rewind", "--partition", "0", "--to", "0"])
+    assert load_partition(config, 0, window_seconds=30, stop_when_idle=True).loaded == 5
+    assert staged.events() == {e.event_id: offset for offset, e in enumerate(events)}
+
+
+def test_broker_lost_in_the_middle_of_a_run_fails_it_with_a_clear_message(warehouse_dsn, customers, tmp_path):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from purchases.broker import start_embedded_broker
+
+    from .helpers import free_port
+
+    port = free_port()
+    process = start_embedded_broker("127.0.0.1", port, tmp_path / "broker.log")
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                admin = AdminClient({"bootstrap.servers": address})
+                admin.create_topics([NewTopic("lost", num_partitions=1, replication_factor=1)])["lost"].result(5)
+                break
+            except Exception:  # noqa: BLE001 - starting
+                assert time.monotonic() < deadline, "broker did not start"
+                time.sleep(0.3)
+        events = [make_event(customers[0], n) for n in range(10)]
+        produce(address, "lost", [(None, e.to_bytes()) for e in events])
+        config = LoaderConfig(address, warehouse_dsn, "lost", broker_down_seconds=3)
+
+        def stop_broker_soon():
+            time.sleep(3)
+            process.terminate()
+
+        import threading
+
+        threading.Thread(target=stop_broker_soon, daemon=True).start()
+        with pytest.raises(BrokerUnavailable, match=f"Kafka broker at {address} unreachable for .*retried"):
+            load_partition(config, 0, window_seconds=60)
+    finally:
+        process.kill()
+        process.wait()
+    with psycopg.connect(warehouse_dsn) as conn:  # what was read before the broker went away is committed
+        assert conn.execute("select count(*) from staging.purchase_events where kafka_topic = 'lost'").fetchone()[0] == 10
+        conn.execute("delete from staging.purchase_events where kafka_topic = 'lost'")
+        conn.execute("delete from staging.kafka_offsets where kafka_topic = 'lost'")
