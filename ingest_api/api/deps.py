@@ -73,6 +73,7 @@ LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
 CurrentCustomer = Annotated[uuid.UUID, Depends(current_customer_id)]
 
 Model = TypeVar("Model", bound=BaseModel)
+ECHO_LIMIT = 200
 
 
 def parse_json_body(model: type[Model], body: bytes) -> Model:
@@ -84,4 +85,14 @@ def parse_json_body(model: type[Model], body: bytes) -> Model:
         errors = exc.errors(include_url=False, include_context=False)
         for error in errors:
             error["loc"] = ("body", *error["loc"])
+            error["input"] = _echo(error.get("input"))
         raise RequestValidationError(errors) from None
+
+
+def _echo(value):
+    """What of a refused input goes back in the error: a short scalar; not the raw body or a whole list."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:ECHO_LIMIT]).decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= ECHO_LIMIT else value[:ECHO_LIMIT] + "…"
+    return value if value is None or isinstance(value, (int, float)) else None

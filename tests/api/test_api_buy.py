@@ -184,3 +184,12 @@ def test_batch_size_limits(client, customer):
     full = client.post("/purchases/batch", json={"purchases": [GOOD] * 1000}, headers=customer.headers)
     assert full.status_code == 202 and len(full.json()["event_ids"]) == 1000
     assert client.post("/purchases/batch", json={"purchases": [GOOD]}).status_code == 401
+
+
+def test_errors_echo_the_refused_value_briefly(client, customer):
+    not_utf8 = client.post("/purchases", content=b"U\x07\xca~\xbey\xbf", headers=customer.headers)
+    assert not_utf8.status_code == 422 and not_utf8.json()["detail"][0]["type"] == "json_invalid"
+    long_name = client.post("/purchases", json={**GOOD, "product_name": "x" * 5000}, headers=customer.headers)
+    assert long_name.status_code == 422 and len(long_name.json()["detail"][0]["input"]) <= 201
+    too_many = client.post("/purchases/batch", json={"purchases": [GOOD] * 1001}, headers=customer.headers)
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["input"] is None

@@ -1,0 +1,217 @@
+"""Ingest API throughput: authenticated, validated, broker-acknowledged POST /purchases against a bare FastAPI
+endpoint that only answers 202, both served the same way and measured in the same run.
+
+Everything runs on its own: an embedded broker on a free port, a scratch warehouse database (dropped at the
+end), both servers under uvicorn with the same worker count (API_WORKERS, default 1, as `make up`), loaded by
+the same tool (wrk, 1 thread) with the same request (same body, same bearer token) at 32 connections.
+
+1. Single purchases: after a warm-up, BENCH_INGEST_ROUNDS rounds (default 3) of BENCH_INGEST_SECONDS (default
+   10) each, alternating bare and real, so that a neighbour's CPU load hits both alike. Figure ingest_rps:
+   median req/s of the real API's rounds; baseline: the bare endpoint's; ratio; p99_ms (median of the
+   rounds'). Goals: ratio >= 0.4, p99 <= 25 ms. Every answer must be a 202.
+2. Batches: POST /purchases/batch with 1000 purchases per request at BENCH_INGEST_BATCH_CONNECTIONS (default
+   4) connections. Figure ingest_batch_purchases_per_s: purchases/s; baseline: the bare endpoint receiving
+   the same bodies. Goal >= 50,000 purchases/s.
+
+Run: make bench-ingest (or python -m bench.bench_ingest). Needs wrk (apt-get install -y wrk).
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+
+# The bare endpoint the API is compared with: same framework and server, nothing but the 202.
+bare_app = FastAPI()
+
+
+@bare_app.post("/purchases", status_code=202)
+@bare_app.post("/purchases/batch", status_code=202)
+async def bare_accept() -> Response:
+    return Response(b'{"status":"accepted"}', status_code=202, media_type="application/json")
+
+
+@bare_app.get("/healthz")
+async def bare_health() -> dict:
+    return {"status": "ok"}
+
+
+def main() -> None:  # noqa: C901 - one straight script
+    import json
+    import os
+    import secrets
+    import shutil
+    import socket
+    import statistics
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import httpx
+    from psycopg.conninfo import make_conninfo
+
+    from bench.results import record
+    from purchases.broker import ensure_topic, start_embedded_broker
+    from purchases.warehouse import bootstrap, drop_database
+
+    root = Path(__file__).resolve().parents[1]
+    workers = int(os.environ.get("API_WORKERS", "1"))
+    connections = int(os.environ.get("BENCH_INGEST_CONNECTIONS", "32"))
+    rounds = int(os.environ.get("BENCH_INGEST_ROUNDS", "3"))
+    seconds = int(os.environ.get("BENCH_INGEST_SECONDS", "10"))
+    batch_connections = int(os.environ.get("BENCH_INGEST_BATCH_CONNECTIONS", "4"))
+    batch_size = 1000
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def wait_healthy(url: str, process: subprocess.Popen, what: str) -> None:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                sys.exit(f"{what} exited with {process.returncode}; see its log")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        sys.exit(f"{what} did not become healthy")
+
+    work = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
+    log_dir = root / "logs"
+    log_dir.mkdir(exist_ok=True)
+    processes: list[subprocess.Popen] = []
+    broker_port = free_port()
+    bootstrap_servers = f"127.0.0.1:{broker_port}"
+    dsn = make_conninfo(os.environ.get("WAREHOUSE_DSN", "postgresql://postgres@127.0.0.1:5432/purchases"),
+                        dbname=f"purchases_bench_ingest_{secrets.token_hex(4)}")
+
+    def serve(app: str, port: int, env: dict, name: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers",
+             str(workers), "--no-access-log", "--log-level", "warning"],
+            cwd=root, env=env, stdout=open(log_dir / f"bench_ingest_{name}.log", "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        processes.append(process)
+        return process
+
+    report_lua = """
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %.3f %.3f %.3f %.3f %d %d\\n", summary.requests, summary.duration,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
+"""
+
+    def lua_script(name: str, body: bytes, token: str) -> Path:
+        body_file = work / f"{name}.json"
+        body_file.write_bytes(body)
+        script = work / f"{name}.lua"
+        script.write_text(f"""
+local f = io.open("{body_file}", "rb")
+wrk.body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+""" + report_lua)
+        return script
+
+    def run_wrk(url: str, script: Path, duration: int, conns: int) -> dict:
+        out = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+                             capture_output=True, text=True, check=True).stdout
+        line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+        requests, duration_us, p50, p90, p99, worst, bad_status, socket_errors = line.split()[1:]
+        return {"rps": int(requests) / (int(duration_us) / 1e6), "requests": int(requests), "p50_ms": float(p50),
+                "p90_ms": float(p90), "p99_ms": float(p99), "max_ms": float(worst),
+                "non_202": int(bad_status), "socket_errors": int(socket_errors)}
+
+    try:
+        broker = start_embedded_broker("127.0.0.1", broker_port, log_dir / "bench_ingest_broker.log")
+        processes.append(broker)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ensure_topic(bootstrap_servers, "purchases", 3, timeout=5)
+                break
+            except Exception:  # noqa: BLE001 - the broker is starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        bootstrap(dsn)
+        env = dict(os.environ, WAREHOUSE_DSN=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
+                   PURCHASES_TOPIC="purchases", JWT_SECRET=os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32))
+        api_url, bare_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        api = serve("ingest_api.main:app", int(api_url.rsplit(":", 1)[1]), env, "api")
+        bare = serve("bench.bench_ingest:bare_app", int(bare_url.rsplit(":", 1)[1]), env, "bare")
+        wait_healthy(api_url, api, "the ingest API")
+        wait_healthy(bare_url, bare, "the bare endpoint")
+
+        username, password = f"bench_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
+        assert httpx.post(api_url + "/customers", json={"username": username, "password": password},
+                          timeout=30).status_code == 201
+        token = httpx.post(api_url + "/auth/token", data={"username": username, "password": password},
+                           timeout=30).json()["access_token"]
+        purchase = {"product_name": "Coffee beans", "description": "1 kg, whole", "quantity": 2,
+                    "unit_price": "12.35", "currency": "USD"}
+        single = lua_script("single", json.dumps(purchase).encode(), token)
+        batch = lua_script("batch", json.dumps({"purchases": [
+            dict(purchase, product_name=f"Coffee beans {i}") for i in range(batch_size)]}).encode(), token)
+
+        # Warm-up: connections, the producer's id, the JIT-less interpreter's caches.
+        run_wrk(api_url + "/purchases", single, 3, connections)
+        run_wrk(bare_url + "/purchases", single, 3, connections)
+
+        real_rounds, bare_rounds = [], []
+        for i in range(rounds):
+            bare_rounds.append(run_wrk(bare_url + "/purchases", single, seconds, connections))
+            real_rounds.append(run_wrk(api_url + "/purchases", single, seconds, connections))
+            print(f"round {i + 1}/{rounds}: bare {bare_rounds[-1]['rps']:.0f} req/s p99 "
+                  f"{bare_rounds[-1]['p99_ms']:.1f} ms | api {real_rounds[-1]['rps']:.0f} req/s p99 "
+                  f"{real_rounds[-1]['p99_ms']:.1f} ms", flush=True)
+        failures = sum(r["non_202"] + r["socket_errors"] for r in real_rounds)
+
+        def median(rows: list[dict], key: str) -> float:
+            return round(statistics.median(row[key] for row in rows), 2)
+
+        machine_load = os.getloadavg()[0]
+        record("ingest_rps", round(median(real_rounds, "rps")), "req/s", round(median(bare_rounds, "rps")),
+               p99_ms=median(real_rounds, "p99_ms"), p50_ms=median(real_rounds, "p50_ms"),
+               p90_ms=median(real_rounds, "p90_ms"), baseline_p99_ms=median(bare_rounds, "p99_ms"),
+               goal_ratio=0.4, goal_p99_ms=25, connections=connections, uvicorn_workers=workers,
+               rounds=rounds, seconds_per_round=seconds, load_tool="wrk -t1", failed_requests=failures,
+               requests=sum(r["requests"] for r in real_rounds), load_average_1m=round(machine_load, 2),
+               baseline_is="bare FastAPI endpoint answering 202, same uvicorn, workers, wrk, body, token",
+               rounds_detail={"api": real_rounds, "bare": bare_rounds})
+
+        run_wrk(api_url + "/purchases/batch", batch, 2, batch_connections)  # warm-up
+        bare_batch = run_wrk(bare_url + "/purchases/batch", batch, seconds, batch_connections)
+        real_batch = run_wrk(api_url + "/purchases/batch", batch, seconds, batch_connections)
+        record("ingest_batch_purchases_per_s", round(real_batch["rps"] * batch_size), "purchases/s",
+               round(bare_batch["rps"] * batch_size), goal_value=50_000, purchases_per_request=batch_size,
+               connections=batch_connections, uvicorn_workers=workers, p99_ms=real_batch["p99_ms"],
+               failed_requests=real_batch["non_202"] + real_batch["socket_errors"],
+               baseline_is="bare FastAPI endpoint receiving the same 1000-purchase bodies")
+        if failures or real_batch["non_202"] or real_batch["socket_errors"]:
+            sys.exit("some requests to the API did not answer 202: see logs/bench_ingest_api.log")
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        drop_database(dsn)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
