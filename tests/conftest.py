@@ -172,5 +172,7 @@ def airflow_db():
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
                    env=dict(os.environ), stdout=subprocess.DEVNULL)
     yield dsn
+    if "airflow.settings" in sys.modules:  # close the ORM's pooled connections before the drop cuts them
+        sys.modules["airflow.settings"].dispose_orm()
     drop_database(dsn)
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def load_dag(dag_id: str):
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"), include_examples=False)
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag.get_dag(dag_id)
 
@@ -28,6 +29,17 @@ def run_dag(dag_id: str, **conf):
     run = load_dag(dag_id).test(run_conf=conf or None)
     assert run.state == DagRunState.SUCCESS, f"{dag_id} ended {run.state}"
     return run
+
+
+def announced_increments(since) -> list[dict]:
+    """What purchases_ingest announced on its Asset (the scheduler hands it to purchases_quality)."""
+    from airflow import settings
+    from airflow.models.asset import AssetEvent, AssetModel
+
+    with settings.Session() as session:
+        events = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+                  .filter(AssetModel.name == "staging_purchase_events_loaded", AssetEvent.timestamp >= since).all())
+        return [increment for event in events for increment in event.extra.get("increments", [])]
 
 
 def sign_up(client: httpx.Client, name: str) -> dict:
@@ -62,7 +74,11 @@ def test_purchases_flow_from_http_to_marts(api_server, airflow_db, warehouse_dsn
     assert retry.status_code == 202 and retry.json()["event_id"] == event_ids[ada["id"]][0]
     assert event_ids[ada["id"]][0] != event_ids[bob["id"]][0]
 
-    run_dag("purchases_ingest")
+    ingest_started = datetime.now(timezone.utc)
+    run_dag("purchases_ingest", window_seconds=3)
+    increments = announced_increments(ingest_started)
+    assert increments, "the ingest run loaded rows, so it must announce them"
+    run_dag("purchases_quality", increments=increments)
     run_dag("purchases_transform")
 
     with psycopg.connect(warehouse_dsn) as conn:
