@@ -541,13 +541,16 @@ def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offs
         now = utcnow()
         rejected: list[tuple[str, uuid.UUID | None, uuid.UUID | None, Message]] = []
 
+        known: set[str] = set()  # customers seen in this batch; asked for once per batch, not per row
+
         def valid_row_chunks():
             for start in range(0, len(messages), CHUNK):
                 chunk = messages[start:start + CHUNK]
                 records = _sort_records(chunk, now, topic, partition)
                 rejected.extend(records.rejected)
-                known = _known_customers(lookup, (row[1] for row in records.valid))
-                if len(known) < len({row[1] for row in records.valid}):
+                customers = {row[1] for row in records.valid}
+                known.update(_known_customers(lookup, customers - known))
+                if not customers <= known:
                     by_offset = {message.offset(): message for message in chunk}
                     rejected.extend(
                         (f"customer_id: unknown customer {row[1]} (not in app.customers)", uuid.UUID(row[0]),
@@ -602,6 +605,9 @@ def load_partition(config: LoaderConfig, partition: int,
     conn = connection_factory() if connection_factory else connect(config.dsn)
     conn.autocommit = True  # transactions are explicit: conn.transaction()
     conn.execute("set application_name = 'purchases-loader'")  # visible in pg_stat_activity
+    # A batch's transaction only ever waits on Postgres itself; if its client vanishes without closing the
+    # socket, this frees the partition's offset lock for the next loader.
+    conn.execute("set idle_in_transaction_session_timeout = '120s'")
     lookup = connection_factory() if connection_factory else connect(config.dsn)
     lookup.autocommit = True
     lookup.execute("set application_name = 'purchases-loader-lookup'")
