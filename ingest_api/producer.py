@@ -138,17 +138,17 @@ class PurchaseProducer:
             raise BrokerUnavailable(self._local_failure(exc)) from None
         await self._wait(delivery)
 
-    async def send_many(self, messages: Sequence[tuple[bytes, bytes]]) -> None:
-        """Produce several events; return once the broker acknowledged all of them, else raise."""
-        delivery = self._delivery(len(messages))
+    async def send_many(self, key: bytes, values: Sequence[bytes]) -> None:
+        """Produce several events with one key; return once the broker acknowledged all, else raise."""
+        delivery = self._delivery(len(values))
         produce, topic = self._producer.produce, self.topic
-        for sent, (key, value) in enumerate(messages):
+        for sent, value in enumerate(values):
             try:
                 produce(topic, value, key, on_delivery=delivery)
             except (BufferError, KafkaException) as exc:
                 # What was produced already still reports; the request fails once those are settled.
                 delivery.error = self._local_failure(exc)
-                delivery.remaining -= len(messages) - sent
+                delivery.remaining -= len(values) - sent
                 if delivery.remaining == 0:
                     delivery.settle(delivery.error)
                 break

@@ -1,15 +1,21 @@
-"""Pure logic of the API: the login limiter and the token codec (no server needed)."""
+"""Pure logic of the API: the login limiter, the token codec, a batch's events (no server needed)."""
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import jwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ingest_api.batch_events import batch_event_bytes, batch_event_ids, time_ordered_ids
 from ingest_api.core import login_limiter
 from ingest_api.core.login_limiter import LoginLimiter
 from ingest_api.core.security import InvalidToken, TokenCodec, hash_password, verify_password
+from purchases.contract import PurchaseRequest, build_event, event_id_for, parse_event
 
 
 class Clock:
@@ -96,3 +102,43 @@ def test_passwords_are_argon2id_hashes():
     assert not verify_password(stored, "wrong horse")
     assert not verify_password(None, "not-a-real-password")  # unknown user: still one (dummy) verification
     assert not verify_password("garbage", "x")
+
+
+# A batch's events are built in bulk; they must be exactly what the contract's build_event writes.
+
+purchase_requests = st.builds(
+    PurchaseRequest,
+    product_name=st.text(min_size=1, max_size=200),
+    description=st.none() | st.text(max_size=300),
+    quantity=st.integers(1, 10_000),
+    unit_price=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000000"), places=2),
+    currency=st.from_regex(r"\A[A-Z]{3}\Z"),
+    purchased_at=st.none() | st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2025, 12, 31),
+                                          timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))])),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(purchases=st.lists(purchase_requests, min_size=1, max_size=5), key=st.none() | st.text(min_size=1, max_size=20))
+def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
+    customer, now = uuid.uuid4(), datetime.now(timezone.utc)
+    ids = batch_event_ids(customer, len(purchases), key)
+    values = batch_event_bytes(customer, purchases, ids, now)
+    for purchase, event_id, value in zip(purchases, ids, values):
+        expected = build_event(customer, purchase, now=now).model_copy(update={"event_id": event_id}).to_bytes()
+        assert value == expected
+        assert parse_event(value, now=now + timedelta(days=36500)).event_id == event_id
+    if key is not None:
+        assert ids == [event_id_for(customer, f"{key}#{i}") for i in range(len(purchases))]
+
+
+def test_bulk_ids_are_uuid7_in_order_and_distinct():
+    ids = time_ordered_ids(1000)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 1000
+    now_ms = time.time_ns() // 1_000_000
+    assert abs((ids[0].int >> 80) - now_ms) < 5_000
+    later = time_ordered_ids(1)[0]
+    assert later.int >> 80 >= ids[-1].int >> 80
+    with pytest.raises(ValueError):
+        time_ordered_ids(5000)

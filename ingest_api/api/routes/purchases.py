@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 
 from ingest_api.api.deps import ConnectionDep, CurrentCustomer, ProducerDep, parse_json_body
 from ingest_api.api.hot_path import IDEMPOTENCY_KEY_MAX_LENGTH, BuyRoute, read_body
+from ingest_api.batch_events import batch_event_bytes, batch_event_ids
 from ingest_api.schemas import (
     BatchAccepted,
     Problem,
@@ -75,12 +76,11 @@ async def buy(request: Request, customer_id: CurrentCustomer, producer: Producer
 async def buy_many(request: Request, customer_id: CurrentCustomer, producer: ProducerDep,
                    idempotency_key: IdempotencyKey = None) -> Response:
     batch = parse_json_body(PurchaseBatch, await read_body(request))
-    now = utcnow()
-    events = [build_event(customer_id, purchase, f"{idempotency_key}#{i}" if idempotency_key else None, now=now)
-              for i, purchase in enumerate(batch.purchases)]
-    key = events[0].kafka_key()  # all of one customer: one key
-    await producer.send_many([(key, event.to_bytes()) for event in events])
-    ids = b'","'.join(str(event.event_id).encode() for event in events)
+    # The same events build_event would make, built in bulk (see batch_events.py).
+    event_ids = batch_event_ids(customer_id, len(batch.purchases), idempotency_key)
+    values = batch_event_bytes(customer_id, batch.purchases, event_ids, utcnow())
+    await producer.send_many(str(customer_id).encode(), values)  # the key PurchaseEvent.kafka_key() gives
+    ids = b'","'.join(str(event_id).encode() for event_id in event_ids)
     return Response(b'{"event_ids":["%s"],"status":"accepted"}' % ids,
                     status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
 
