@@ -117,7 +117,7 @@ def customer_spend_mart(api_dsn):
             pytest.skip("marts.customer_spend exists already in this database")
         conn.execute("""create table marts.customer_spend (customer_id uuid, currency char(3), total_spend numeric,
                             purchase_count bigint, first_purchase_at timestamptz, last_purchase_at timestamptz,
-                            built_at timestamptz)""")
+                            last_transformed_at timestamptz)""")
         try:
             yield conn
         finally:
@@ -133,12 +133,12 @@ def test_spend_is_empty_before_the_marts_exist(client, customer):
 
 
 def test_spend_reads_the_callers_totals_from_the_marts(client, customer, other_customer, customer_spend_mart):
-    built = datetime(2026, 3, 3, 4, 5, 6, tzinfo=timezone.utc)
+    built = datetime(2026, 3, 3, 4, 5, 6, tzinfo=timezone.utc)  # the newest transformation: as_of
     first, last = datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 3, 1, tzinfo=timezone.utc)
     customer_spend_mart.cursor().executemany(
         "insert into marts.customer_spend values (%s, %s, %s, %s, %s, %s, %s)",
-        [(customer.id, "USD", Decimal("37.15"), 2, first, last, built),
-         (customer.id, "EUR", Decimal("999999.99"), 1, first, first, built),
+        [(customer.id, "USD", Decimal("37.15"), 2, first, last, built - timedelta(days=1)),
+         (customer.id, "EUR", Decimal("999999.99"), 1, first, first, built - timedelta(days=2)),
          (other_customer.id, "USD", Decimal("1.00"), 1, first, first, built)])
     body = client.get("/customers/me/spend", headers=customer.headers).json()
     assert body == {"customer_id": customer.id, "as_of": "2026-03-03T04:05:06Z", "totals": [

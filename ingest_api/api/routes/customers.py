@@ -67,9 +67,9 @@ async def change_password(request: Request, change: PasswordChange, customer_id:
 
 
 # Spend comes from dbt's marts.customer_spend. Until dbt first built it there is nothing to sum: an empty
-# list, not an error. `as_of` is when it was built if the model has a build-time column (dbt builds the whole
-# table at once, so any row of the caller's tells), else now.
-_BUILD_TIME_COLUMNS = ("built_at", "_built_at", "_loaded_at", "dbt_updated_at", "updated_at")
+# list, not an error. `as_of` is when it was last built: the newest of its build-time column (dbt's model has
+# `last_transformed_at`, indexed), else now.
+_BUILD_TIME_COLUMNS = ("last_transformed_at", "built_at", "_built_at", "_loaded_at", "dbt_updated_at")
 
 
 @router.get("/me/spend", response_model=Spend, responses=AUTH_ERRORS, summary="My total spend per currency")
@@ -80,18 +80,20 @@ async def my_spend(customer_id: CurrentCustomer, conn: ConnectionDep) -> Spend:
         "where table_schema = 'marts' and table_name = 'customer_spend'")).fetchall()}
     if not columns:
         return Spend(customer_id=customer_id, totals=[], as_of=now)
-    built_at = next((column for column in _BUILD_TIME_COLUMNS if column in columns), "null::timestamptz")
+    built_at = next((column for column in _BUILD_TIME_COLUMNS if column in columns), None)
     try:
         rows = await (await conn.execute(
-            f"""select currency::text, total_spend, purchase_count, first_purchase_at, last_purchase_at,
-                       {built_at} as built_at
-                from marts.customer_spend where customer_id = %s order by currency""",
-            (customer_id,))).fetchall()
+            """select currency::text, total_spend, purchase_count, first_purchase_at, last_purchase_at
+               from marts.customer_spend where customer_id = %s order by currency""", (customer_id,))).fetchall()
+        as_of = None
+        if built_at:
+            as_of = (await (await conn.execute(f"select max({built_at}) from marts.customer_spend")).fetchone())[0]
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):  # dbt is swapping it right now
         return Spend(customer_id=customer_id, totals=[], as_of=now)
+    if not isinstance(as_of, datetime):
+        as_of = now
+    elif as_of.tzinfo is None:  # a `timestamp` column: dbt writes UTC
+        as_of = as_of.replace(tzinfo=timezone.utc)
     totals = [SpendTotal(currency=r[0], total_spend=r[1], purchase_count=r[2], first_purchase_at=r[3],
                          last_purchase_at=r[4]) for r in rows]
-    as_of = max((r[5] for r in rows if isinstance(r[5], datetime)), default=now)
-    if as_of.tzinfo is None:  # a `timestamp` column: dbt writes UTC
-        as_of = as_of.replace(tzinfo=timezone.utc)
     return Spend(customer_id=customer_id, totals=totals, as_of=as_of)
