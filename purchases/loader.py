@@ -33,7 +33,8 @@ from typing import Annotated, Any
 
 import msgspec
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 from psycopg import errors as pg_errors
 from pydantic import ValidationError
 
@@ -79,6 +80,10 @@ class BrokerUnavailable(LoaderError):
 
 
 class LogTruncated(LoaderError):
+    pass
+
+
+class TopicRecreated(LoaderError):
     pass
 
 
@@ -312,6 +317,7 @@ class PartitionReader:
         settings["error_cb"] = self._on_error
         self.consumer = Consumer(settings)
         self.position: int | None = None
+        self._admin: AdminClient | None = None
         self._eof_seen = False
         self._assigned_at = 0.0
 
@@ -336,6 +342,24 @@ class PartitionReader:
         if self.partition not in topic.partitions:
             raise LoaderError(f"topic {self.config.topic!r} has no partition {self.partition} "
                               f"(it has {sorted(topic.partitions)})")
+
+    def topic_id(self) -> str | None:
+        """The topic's id (changes when the topic is recreated); None if the broker does not tell."""
+        if self._admin is None:
+            settings = {key: value for key, value in consumer_settings(self.config).items()
+                        if key in ("bootstrap.servers",) or key.startswith(("security.", "sasl.", "ssl."))}
+            self._admin = AdminClient(settings)
+        try:
+            description = self._admin.describe_topics(TopicCollection([self.config.topic]))[self.config.topic].result(10)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"Kafka broker at {self.config.bootstrap_servers} could not describe topic "
+                                    f"{self.config.topic!r} ({exc.args[0]}); the task is retried.") from None
+        return str(description.topic_id) if description.topic_id else None
+
+    def log_start(self) -> int:
+        low, _ = self.consumer.get_watermark_offsets(TopicPartition(self.config.topic, self.partition), timeout=10,
+                                                     cached=False)
+        return max(low, 0)
 
     def seek(self, offset: int) -> None:
         self.consumer.assign([TopicPartition(self.config.topic, self.partition, offset)])
@@ -421,6 +445,7 @@ class PartitionReader:
 
     def close(self) -> None:
         self.consumer.close()
+        self._admin = None  # destroyed with its last reference: no client left retrying a gone broker
 
 
 # --- Postgres -----------------------------------------------------------------------------------------------
@@ -431,6 +456,31 @@ def _lock_stored_offset(conn: psycopg.Connection, topic: str, partition: int) ->
     row = conn.execute("select next_offset from staging.kafka_offsets "
                        "where kafka_topic = %s and kafka_partition = %s for update", (topic, partition)).fetchone()
     return row[0]
+
+
+def start_offset(conn: psycopg.Connection, reader: PartitionReader, topic_id: str | None) -> int:
+    """The stored next offset, after checking it belongs to the topic the broker has now.
+
+    If the topic was recreated (its id changed: the embedded broker keeps topics in memory and comes back
+    from a restart with new, empty ones), the stored offsets point into a log that no longer exists: the
+    new log is read from its start. event_ids already loaded stay deduplicated as always.
+    """
+    topic, partition = reader.config.topic, reader.partition
+    with conn.transaction():
+        stored = _lock_stored_offset(conn, topic, partition)
+        (stored_id,) = conn.execute("select topic_id from staging.kafka_offsets where kafka_topic = %s "
+                                    "and kafka_partition = %s", (topic, partition)).fetchone()
+        if topic_id is None or stored_id == topic_id:
+            return stored
+        if stored_id is not None:
+            new_start = reader.log_start()
+            log.warning("%s[%d]: the topic was recreated (id %s -> %s); its stored next offset %d belongs to the "
+                        "old log, reading the new one from offset %d", topic, partition, stored_id, topic_id,
+                        stored, new_start)
+            stored = new_start
+        conn.execute("update staging.kafka_offsets set topic_id = %s, next_offset = %s, updated_at = now() "
+                     "where kafka_topic = %s and kafka_partition = %s", (topic_id, stored, topic, partition))
+        return stored
 
 
 def stored_offset(conn: psycopg.Connection, topic: str, partition: int) -> int:
@@ -614,7 +664,8 @@ def load_partition(config: LoaderConfig, partition: int,
     reader = PartitionReader(config, partition)
     try:
         reader.check_broker()
-        start = stored_offset(conn, config.topic, partition)
+        topic_id = reader.topic_id()
+        start = start_offset(conn, reader, topic_id)
         result = RunResult(config.topic, partition, start, start)
         reader.seek(start)
         while time.monotonic() - started < window:
@@ -623,6 +674,10 @@ def load_partition(config: LoaderConfig, partition: int,
                 if eof and stop_when_idle:
                     break
                 continue
+            if topic_id is not None and reader.topic_id() != topic_id:
+                # Checked after reading: a record from a recreated topic is never stored at an old offset.
+                raise TopicRecreated(f"{config.topic} was recreated while partition {partition} was being loaded; "
+                                     f"the next run reads the new topic from its start")
             batch_started = conn.execute("select now()").fetchone()[0] if result.batches == 0 else None
             batch = write_batch(conn, config.topic, partition, result.next_offset, messages, lookup)
             if batch.stale:
@@ -650,6 +705,17 @@ def load_partition(config: LoaderConfig, partition: int,
         lookup.close()
 
 
+def load_available(bootstrap_servers: str, dsn: str, topic: str | None = None,
+                   window_seconds: float = 600) -> list[RunResult]:
+    """One-shot: load what the broker holds now from every partition of the topic, then return."""
+    from purchases.broker import partitions_of
+    from purchases.settings import Settings
+
+    config = LoaderConfig(bootstrap_servers, dsn, topic or Settings().purchases_topic)
+    return [load_partition(config, partition, window_seconds=window_seconds, stop_when_idle=True)
+            for partition in partitions_of(bootstrap_servers, config.topic)]
+
+
 def rewind(dsn: str, topic: str, partition: int, offset: int) -> int:
     """Set the stored next offset of a partition (after a topic was recreated). Returns the old one."""
     with psycopg.connect(dsn) as conn:
@@ -674,6 +740,7 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--window", type=float, default=20.0, help="seconds to keep loading (default 20)")
     load.add_argument("--batch-max-events", type=int, default=LoaderConfig.batch_max_events)
     load.add_argument("--until-idle", action="store_true", help="stop at the first EOF with nothing new")
+    commands.add_parser("available", help="load what the broker holds now, every partition, then exit")
     back = commands.add_parser("rewind", help="set a partition's stored next offset (after a topic reset)")
     back.add_argument("--partition", type=int, required=True)
     back.add_argument("--to", type=int, required=True)
@@ -688,6 +755,12 @@ def main(argv: list[str] | None = None) -> None:
         except LoaderError as exc:
             sys.exit(f"loader: {exc}")
         print(json.dumps(result.as_dict()))
+    elif args.command == "available":
+        try:
+            results = load_available(args.bootstrap_servers, args.dsn, args.topic)
+        except LoaderError as exc:
+            sys.exit(f"loader: {exc}")
+        print(json.dumps([r.as_dict() for r in results]))
     elif args.command == "rewind":
         old = rewind(args.dsn, args.topic, args.partition, args.to)
         print(f"{args.topic}[{args.partition}]: next offset {old} -> {args.to}")

@@ -59,3 +59,6 @@ create table if not exists staging.kafka_offsets (
     updated_at      timestamptz not null default now(),
     primary key (kafka_topic, kafka_partition)
 );
+-- The topic's id (Kafka topic ids change when a topic is recreated, e.g. by an in-memory broker's restart):
+-- when it changes, the stored offsets belong to a log that no longer exists.
+alter table staging.kafka_offsets add column if not exists topic_id text;

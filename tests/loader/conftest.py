@@ -1,7 +1,8 @@
-"""Fixtures for the loader tests: a topic of their own per test, and customers.
+"""Fixtures for the loader tests: a warehouse database and a topic of their own, and customers.
 
-Each test gets a fresh topic so that its offsets, staging rows and rejections are its own even though the
-session's broker and warehouse are shared with the other test folders.
+The loader tests get their own warehouse database (dropped at the end), so that the rows, customers and
+offsets they make never show up in another folder's tests (the end-to-end test counts all of staging).
+Each test also gets a fresh topic, so its offsets, staging rows and rejections are its own.
 """
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ import uuid
 import pytest
 
 from .helpers import Staged, add_customers, create_topic
+
+
+@pytest.fixture(scope="session")
+def warehouse_dsn(warehouse_dsn):
+    """Overrides the session's warehouse for tests/loader with a database of its own, same schema."""
+    from purchases.warehouse import bootstrap, drop_database
+
+    base, _, name = warehouse_dsn.rpartition("/")
+    dsn = f"{base}/{name}_loader"
+    bootstrap(dsn)
+    yield dsn
+    drop_database(dsn)
+
+
+@pytest.fixture(autouse=True)
+def airflow_warehouse_connection(warehouse_dsn, monkeypatch):
+    """The DAGs run by these tests write to the loader tests' database too."""
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", warehouse_dsn)
 
 
 @pytest.fixture

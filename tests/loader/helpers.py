@@ -92,3 +92,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class OwnBroker:
+    """An embedded broker of a test's own (on a free port), for tests that stop or restart it: the
+    session's broker is shared with other tests."""
+
+    def __init__(self, log_dir):
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.process = None
+
+    def start(self, topics: dict[str, int]) -> None:
+        import time
+
+        from purchases.broker import ensure_topic, start_embedded_broker
+
+        self.process = start_embedded_broker("127.0.0.1", self.port, self.log_dir / "broker.log")
+        deadline = time.monotonic() + 30
+        for topic, partitions in topics.items():
+            while True:
+                try:
+                    ensure_topic(self.bootstrap, topic, partitions, timeout=5)
+                    break
+                except Exception:  # noqa: BLE001 - starting
+                    assert time.monotonic() < deadline, "broker did not start"
+                    time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:  # noqa: BLE001
+                self.process.kill()
+                self.process.wait()
+            self.process = None

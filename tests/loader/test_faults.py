@@ -148,42 +148,48 @@ def test_a_topic_that_lost_its_log_stops_the_loader_until_the_offset_is_moved_on
 
 
 def test_broker_lost_in_the_middle_of_a_run_fails_it_with_a_clear_message(warehouse_dsn, customers, tmp_path):
-    from confluent_kafka.admin import AdminClient, NewTopic
+    import threading
 
-    from purchases.broker import start_embedded_broker
+    from .helpers import OwnBroker
 
-    from .helpers import free_port
-
-    port = free_port()
-    process = start_embedded_broker("127.0.0.1", port, tmp_path / "broker.log")
-    address = f"127.0.0.1:{port}"
+    own = OwnBroker(tmp_path)
+    own.start({"lost": 1})
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                admin = AdminClient({"bootstrap.servers": address})
-                admin.create_topics([NewTopic("lost", num_partitions=1, replication_factor=1)])["lost"].result(5)
-                break
-            except Exception:  # noqa: BLE001 - starting
-                assert time.monotonic() < deadline, "broker did not start"
-                time.sleep(0.3)
         events = [make_event(customers[0], n) for n in range(10)]
-        produce(address, "lost", [(None, e.to_bytes()) for e in events])
-        config = LoaderConfig(address, warehouse_dsn, "lost", broker_down_seconds=3)
-
-        def stop_broker_soon():
-            time.sleep(3)
-            process.terminate()
-
-        import threading
-
-        threading.Thread(target=stop_broker_soon, daemon=True).start()
-        with pytest.raises(BrokerUnavailable, match=f"Kafka broker at {address} unreachable for .*retried"):
+        produce(own.bootstrap, "lost", [(None, e.to_bytes()) for e in events])
+        config = LoaderConfig(own.bootstrap, warehouse_dsn, "lost", broker_down_seconds=3)
+        threading.Timer(3, own.stop).start()
+        with pytest.raises(BrokerUnavailable, match=f"Kafka broker at {own.bootstrap} unreachable for .*retried"):
             load_partition(config, 0, window_seconds=60)
     finally:
-        process.kill()
-        process.wait()
+        own.stop()
     with psycopg.connect(warehouse_dsn) as conn:  # what was read before the broker went away is committed
         assert conn.execute("select count(*) from staging.purchase_events where kafka_topic = 'lost'").fetchone()[0] == 10
-        conn.execute("delete from staging.purchase_events where kafka_topic = 'lost'")
-        conn.execute("delete from staging.kafka_offsets where kafka_topic = 'lost'")
+
+
+def test_a_recreated_topic_is_read_from_its_start_and_nothing_is_doubled(warehouse_dsn, customers, tmp_path):
+    """The embedded broker keeps its log in memory: after a restart the topic comes back empty, with a new
+    topic id, and new events start again at offset 0. They must be loaded, not skipped."""
+    from purchases.loader import load_available
+
+    from .helpers import OwnBroker, Staged
+
+    own = OwnBroker(tmp_path)
+    staged = Staged(warehouse_dsn, "reborn")
+    before = [make_event(customers[0], n) for n in range(5)]
+    after = [make_event(customers[1], n) for n in range(2)]
+    own.start({"reborn": 2})
+    try:
+        produce(own.bootstrap, "reborn", [(None, e.to_bytes()) for e in before], partition=1)
+        assert sum(r.loaded for r in load_available(own.bootstrap, warehouse_dsn, "reborn")) == 5
+        own.stop()
+        own.start({"reborn": 2})
+        # a retried event from before the restart, then new ones: offsets 0..2 again
+        produce(own.bootstrap, "reborn", [(None, before[0].to_bytes())] + [(None, e.to_bytes()) for e in after],
+                partition=1)
+        results = load_available(own.bootstrap, warehouse_dsn, "reborn")
+    finally:
+        own.stop()
+    assert [(r.partition, r.start_offset, r.loaded, r.duplicates) for r in results] == [(0, 0, 0, 0), (1, 0, 2, 1)]
+    assert set(staged.events()) == {e.event_id for e in before + after}
+    assert staged.next_offset(1) == 3
