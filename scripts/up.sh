@@ -9,7 +9,7 @@ PIDFILE="$RUN_DIR/stack.pid"
 step() { printf '==> %s\n' "$*"; }
 wait_http() { # url seconds what
   local deadline=$((SECONDS + $2))
-  until curl -fsS -o /dev/null "$1"; do
+  until curl -fs -o /dev/null "$1"; do
     if (( SECONDS > deadline )); then echo "$3 did not answer at $1 within $2 s; see $LOG_DIR/stack.log" >&2; exit 1; fi
     if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "the stack exited; see $LOG_DIR/stack.log" >&2; exit 1; fi
     sleep 1
@@ -26,12 +26,13 @@ else
   done
   step "warehouse database $WAREHOUSE_DB and its tables"
   python -m purchases.cli bootstrap-warehouse
-  if [ -f purchases/roles.py ]; then python -c 'import os; from purchases.roles import ensure_reader_role; ensure_reader_role(os.environ["WAREHOUSE_DSN"], os.environ["GRAFANA_READER_PASSWORD"])'; fi
+  python -m purchases.roles
   step "Airflow metadata database $AIRFLOW_DB"
   psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "select 1 from pg_database where datname = '$AIRFLOW_DB'" | grep -q 1 \
     || psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "create database \"$AIRFLOW_DB\""
   airflow db migrate > "$LOG_DIR/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOG_DIR/airflow-db-migrate.log"; exit 1; }
-  if [ -x scripts/dbt_prepare.sh ]; then step "dbt manifest and seeds"; scripts/dbt_prepare.sh > "$LOG_DIR/dbt-prepare.log" 2>&1 || { tail -20 "$LOG_DIR/dbt-prepare.log"; exit 1; }; fi
+  step "dbt manifest (Cosmos renders the transform DAG from it)"
+  python -m purchases.transform parse > "$LOG_DIR/dbt-parse.log" 2>&1 || { tail -20 "$LOG_DIR/dbt-parse.log"; exit 1; }
 
   processes="api airflow-api scheduler dag-processor triggerer"
   [ "$KAFKA_MODE" = embedded ] && processes="broker $processes"
