@@ -1,7 +1,7 @@
 """The dbt side of the pipeline: where the project is, how the Airflow DAG configures Cosmos, backfill windows,
 and the two artifacts built outside dbt runs (the manifest Cosmos renders from, the docs the UI shows).
 
-`python -m purchases.transform parse` writes dbt/target/manifest.json (run it before the DAG processor
+`python -m purchases.transform parse` writes dbt/target/cosmos/manifest.json (run it before the DAG processor
 starts: `make up`); `docs` regenerates the dbt docs page; `build` runs `dbt build` once.
 """
 from __future__ import annotations
@@ -28,8 +28,9 @@ def profiles_dir() -> Path:
 
 
 def manifest_path() -> Path:
-    """The manifest Cosmos renders the DAG from (LoadMode.DBT_MANIFEST: no `dbt ls` at DAG parse time)."""
-    return Path(os.environ.get("DBT_MANIFEST_PATH") or project_dir() / "target" / "manifest.json")
+    """The manifest Cosmos renders the DAG from (LoadMode.DBT_MANIFEST: no `dbt ls` at DAG parse time).
+    Not target/manifest.json, which every dbt command rewrites in place while the DAG processor may read."""
+    return Path(os.environ.get("DBT_MANIFEST_PATH") or project_dir() / "target" / "cosmos" / "manifest.json")
 
 
 def docs_dir() -> Path:
@@ -68,6 +69,19 @@ def run_dbt(*args: str, target_path: Path | None = None, check: bool = True,
     return result
 
 
+def invoke_dbt(*args: str, target_path: Path | None = None) -> None:
+    """Runs a dbt command in this process (dbtRunner, as Cosmos does in the DAG's tasks): no interpreter
+    start and dbt import per command. Raises with dbt's error when it fails."""
+    from dbt.cli.main import dbtRunner
+
+    command = [*args, "--project-dir", str(project_dir()), "--profiles-dir", str(profiles_dir())]
+    if target_path is not None:
+        command += ["--target-path", str(target_path)]
+    outcome = dbtRunner().invoke(command)
+    if not outcome.success:
+        raise RuntimeError(f"`dbt {' '.join(args)}` failed: {outcome.exception or outcome.result}")
+
+
 def parse_project() -> Path:
     """`dbt parse` into a scratch target, then swap the manifest in. Needs no database."""
     with tempfile.TemporaryDirectory(prefix="dbt_parse_") as scratch:
@@ -93,7 +107,7 @@ def generate_docs() -> Path:
     """`dbt docs generate --static` (needs the warehouse for the catalog); publishes index.html and
     refreshes the manifest Cosmos renders from, so a changed project shows up in the DAG after one run."""
     with tempfile.TemporaryDirectory(prefix="dbt_docs_") as scratch:
-        run_dbt("docs", "generate", "--static", target_path=Path(scratch))
+        invoke_dbt("docs", "generate", "--static", target_path=Path(scratch))
         _replace_atomically(Path(scratch) / "static_index.html", docs_dir() / "index.html")
         _replace_atomically(Path(scratch) / "manifest.json", manifest_path())
     return docs_dir() / "index.html"
@@ -156,7 +170,6 @@ def cosmos_task_group_args() -> dict[str, Any]:
                                       # task of their own after all of them, not inside the first one's.
                                       should_detach_multiple_parents_tests=True),
         "operator_args": {
-            "install_deps": False,
             # Templated per run: the backfill window of this run's data interval (empty when asset-triggered).
             "vars": {"start_date": "{{ %s['start_date'] }}" % window, "end_date": "{{ %s['end_date'] }}" % window},
         },

@@ -108,12 +108,13 @@ def add_customers(dsn: str) -> None:
 
 
 def load_purchases(dsn: str, purchases: list[Purchase], loaded_at: datetime | None = None) -> None:
-    """Inserts as the loader does (one transaction; loaded_at its start unless given)."""
+    """Inserts as the loader does (one transaction; loaded_at its start unless given; first copy wins)."""
     with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
         cursor.executemany(
             "insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity,"
             " unit_price, currency, purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset,"
-            " loaded_at) values (%s, %s, %s, null, %s, %s, %s, %s, 1, 'purchases', 0, %s, coalesce(%s, now()))",
+            " loaded_at) values (%s, %s, %s, null, %s, %s, %s, %s, 1, 'purchases', 0, %s, coalesce(%s, now()))"
+            " on conflict (event_id) do nothing",
             [(p.event_id, p.customer_id, f"product {p.number}", p.quantity, p.unit_price, p.currency,
               p.purchased_at, p.number, loaded_at) for p in purchases])
 

@@ -1,0 +1,140 @@
+"""Incremental dbt cost vs history: `make bench-dbt`.
+
+Two runs of the same scenario in a dedicated database: history of 10,000 events (baseline) and of 1,000,000
+events (value), written straight into staging with generate_series, then fully built once. Then 10,000 new
+events arrive (today's purchases of the same customers, loaded now) and the pipeline's incremental run is
+timed: `dbt run` of every model, in-process (dbtRunner) as the DAG's Cosmos tasks run it. Goal: value /
+baseline <= 1.5, i.e. the cost follows the new data, not the history.
+
+Also reported (details): the same incremental `dbt build` with all data tests, whose full-table tests do
+grow with history, and each model's own execution time.
+
+Settings (environment): BENCH_DBT_HISTORY (default 1000000), BENCH_DBT_BASELINE_HISTORY (10000),
+BENCH_DBT_NEW_EVENTS (10000), BENCH_DBT_CUSTOMERS (1000), BENCH_DBT_DB (purchases_bench_dbt).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from bench.results import record
+from purchases import transform
+from purchases.warehouse import bootstrap, drop_database
+
+HISTORY = int(os.environ.get("BENCH_DBT_HISTORY", 1_000_000))
+BASELINE_HISTORY = int(os.environ.get("BENCH_DBT_BASELINE_HISTORY", 10_000))
+NEW_EVENTS = int(os.environ.get("BENCH_DBT_NEW_EVENTS", 10_000))
+CUSTOMERS = int(os.environ.get("BENCH_DBT_CUSTOMERS", 1_000))
+DATABASE = os.environ.get("BENCH_DBT_DB", "purchases_bench_dbt")
+
+CUSTOMERS_SQL = """
+insert into app.customers (customer_id, username, password_hash, created_at)
+select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'bench_' || i, 'not-a-hash',
+       now() - interval '400 days'
+from generate_series(1, %(customers)s) as i
+"""
+
+# Purchases of `customers` customers, `count` of them spread evenly over `days` days ending `until`;
+# loaded a minute after they were made. Prices 1.00-100.99, 1-3 units, 70% USD, 20% EUR, 10% GBP.
+EVENTS_SQL = """
+insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity, unit_price,
+    currency, purchased_at, schema_version, extra, kafka_topic, kafka_partition, kafka_offset, loaded_at)
+select gen_random_uuid(),
+       ('00000000-0000-4000-8000-' || lpad(to_hex(1 + (i + %(offset)s) %% %(customers)s), 12, '0'))::uuid,
+       'product ' || (i %% 500), null, 1 + i %% 3, (1 + ((i + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
+       case when i %% 10 < 7 then 'USD' when i %% 10 < 9 then 'EUR' else 'GBP' end,
+       purchased_at, 1, '{}'::jsonb, 'purchases', i %% 3, %(offset)s + i,
+       case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end
+from (
+    select i, %(until)s::timestamptz - %(days)s * interval '1 day' * (i::float8 / %(count)s) as purchased_at
+    from generate_series(1, %(count)s) as i
+) as spread
+"""
+
+
+def dsn() -> str:
+    return make_conninfo(host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5432"),
+                         user=os.environ.get("PGUSER", "postgres"), dbname=DATABASE)
+
+
+def dbt(*args: str, target: Path) -> dict:
+    """One in-process dbt command; returns its run_results.json."""
+    from dbt.cli.main import dbtRunner
+
+    outcome = dbtRunner().invoke([*args, "--project-dir", str(transform.project_dir()),
+                                  "--profiles-dir", str(transform.profiles_dir()), "--target-path", str(target),
+                                  "--quiet"])
+    if not outcome.success:
+        raise RuntimeError(f"dbt {' '.join(args)} failed: {outcome.exception or outcome.result}")
+    return json.loads((target / "run_results.json").read_text())
+
+
+def add_events(conn, count: int, offset: int, *, days: float, until: str, loaded_now: bool) -> None:
+    conn.execute(EVENTS_SQL, {"count": count, "offset": offset, "customers": CUSTOMERS, "days": days,
+                              "until": until, "loaded_now": loaded_now}, prepare=False)
+
+
+def scenario(history: int, target: Path) -> dict:
+    """Fresh database with `history` events fully built; then NEW_EVENTS arrive and the increment is timed."""
+    drop_database(dsn())
+    bootstrap(dsn())
+    os.environ["DBT_DBNAME"] = DATABASE
+    with psycopg.connect(dsn(), autocommit=True) as conn:
+        conn.execute(CUSTOMERS_SQL, {"customers": CUSTOMERS})
+        started = time.perf_counter()
+        add_events(conn, history, 0, days=365, until="yesterday", loaded_now=False)
+        loaded_s = time.perf_counter() - started
+        started = time.perf_counter()
+        dbt("seed", target=target)
+        dbt("run", target=target)
+        full_build_s = time.perf_counter() - started
+        conn.execute("vacuum analyze")
+        dbt("run", target=target)  # warm: partial parse in place, nothing new to do
+
+        add_events(conn, NEW_EVENTS, history, days=0.9, until="now", loaded_now=True)
+        started = time.perf_counter()
+        results = dbt("run", target=target)
+        incremental_s = time.perf_counter() - started
+
+        add_events(conn, NEW_EVENTS, history + NEW_EVENTS, days=0.9, until="now", loaded_now=True)
+        started = time.perf_counter()
+        dbt("build", "--exclude", "resource_type:seed", target=target)
+        build_with_tests_s = time.perf_counter() - started
+
+        counts = conn.execute("select (select count(*) from marts.customer_purchases),"
+                              " (select count(*) from marts.customer_spend_daily)").fetchone()
+    models = {r["unique_id"].split(".")[-1]: round(r["execution_time"], 3) for r in results["results"]}
+    figures = {"history_events": history, "staging_insert_s": round(loaded_s, 2),
+               "full_build_s": round(full_build_s, 2), "incremental_run_s": round(incremental_s, 3),
+               "incremental_build_with_tests_s": round(build_with_tests_s, 3), "model_seconds": models,
+               "customer_purchases_rows": counts[0], "customer_spend_daily_rows": counts[1]}
+    print(json.dumps(figures))
+    return figures
+
+
+def main() -> None:
+    target = Path(tempfile.mkdtemp(prefix="bench_dbt_target_"))
+    try:
+        baseline = scenario(BASELINE_HISTORY, target)
+        value = scenario(HISTORY, target)
+    finally:
+        drop_database(dsn())
+        shutil.rmtree(target, ignore_errors=True)
+    record("dbt_incremental_s", value["incremental_run_s"], "s", baseline["incremental_run_s"],
+           higher_is_better=False, goal_ratio=1.5, new_events=NEW_EVENTS, customers=CUSTOMERS,
+           what=f"incremental `dbt run` of all models (in-process, as the DAG's tasks) after {NEW_EVENTS:,} new "
+                f"events, on {HISTORY:,} events of history (value) vs {BASELINE_HISTORY:,} (baseline)",
+           history=value, baseline_history=baseline,
+           build_with_tests_ratio=round(value["incremental_build_with_tests_s"]
+                                        / baseline["incremental_build_with_tests_s"], 3))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The `purchases_transform` DAG: Cosmos renders each model with its tests after it, and a run with a data
+interval (a backfill, a daily or manual run) rebuilds exactly the UTC days of that interval, idempotently.
+Real `dag.test()` runs against a migrated Airflow metadata database and the real dbt project."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from dbt_test_data import FIRST_BATCH, add_customers, load_purchases
+from purchases import transform
+
+ROOT = Path(__file__).resolve().parents[2]
+UTC = timezone.utc
+WRITE_TIME_COLUMNS = ("last_transformed_at",)
+DAILY_COLUMNS = ("customer_id, currency, spend_date, spend, purchase_count, first_purchase_at, last_purchase_at,"
+                 " daily_threshold, daily_threshold_crossed_at, daily_threshold_fingerprint")
+
+
+def load_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "purchases_transform.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("purchases_transform")
+
+
+def daily_rows(db) -> dict[tuple, tuple]:
+    """customer_spend_daily by key -> (row content, physical row version): xmin changes when rewritten."""
+    return {(row[0], row[1], row[2].isoformat()): (row[:-1], row[-1]) for row in db.execute(
+        f"select {DAILY_COLUMNS}, xmin::text from marts.customer_spend_daily")}
+
+
+def run_for_interval(day: str, *, regenerate_docs: bool = True):
+    """A dag.test() run whose data interval is the UTC day `day` (a manual run infers the interval that
+    ends at its logical date, as the scheduler's backfill runs of a daily timetable have one day each)."""
+    from airflow.utils.state import DagRunState
+
+    end = datetime.fromisoformat(day).replace(tzinfo=UTC) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
+    run = load_dag().test(logical_date=end, mark_success_pattern=None if regenerate_docs else "regenerate_dbt_docs")
+    assert run.state == DagRunState.SUCCESS, f"purchases_transform for {day} ended {run.state}"
+    assert run.data_interval_start.date().isoformat() == day
+    return run
+
+
+def test_each_model_is_a_task_with_its_tests_after_it_and_the_docs_come_last(airflow_db, manifest):
+    from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+
+    from purchases.assets import STAGING_PURCHASE_EVENTS
+
+    dag = load_dag()
+    tasks = set(dag.task_ids)
+    for model in ("stg_purchase_events", "stg_customers", "customer_purchases", "customer_spend_daily",
+                  "customer_spend", "dim_customers", "spend_alerts"):
+        assert {f"dbt.{model}.run", f"dbt.{model}.test"} <= tasks
+        assert dag.get_task(f"dbt.{model}.test").upstream_task_ids == {f"dbt.{model}.run"}
+    assert "dbt.customer_purchases.test" in dag.get_task("dbt.customer_spend_daily.run").upstream_task_ids
+    # Tests reading several models run after all of them, in tasks of their own.
+    assert {"dbt.customer_purchases.test", "dbt.customer_spend.test", "dbt.customer_spend_daily.test"} <= \
+        dag.get_task("dbt.customer_spend_reconciles_with_customer_purchases_test").upstream_task_ids
+    docs = dag.get_task("regenerate_dbt_docs")
+    assert docs.get_flat_relative_ids(upstream=True) >= tasks - {"regenerate_dbt_docs"}
+    assert dag.leaves == [docs]
+    # Scheduled on the staging Asset (loaded and quality-checked events) or daily.
+    assert isinstance(dag.timetable, AssetOrTimeSchedule)
+    assert dag.timetable.asset_condition == STAGING_PURCHASE_EVENTS
+    assert isinstance(dag.timetable.timetable, CronDataIntervalTimetable)
+    assert dag.max_active_runs == 1
+
+
+@pytest.mark.parametrize("run_type, start, end, expected", [
+    ("backfill", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+    ("scheduled", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+    ("manual", "2024-03-02T05:00:00+02:00", "2024-03-03T06:30:00+00:00", ("2024-03-02", "2024-03-04")),
+    ("manual", "2024-03-02T00:00:00+00:00", "2024-03-02T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+    ("asset_triggered", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("", "")),
+    ("manual", None, None, ("", "")),
+])
+def test_backfill_window_covers_the_utc_days_of_the_data_interval(run_type, start, end, expected):
+    window = transform.backfill_window(run_type, start and datetime.fromisoformat(start),
+                                       end and datetime.fromisoformat(end))
+    assert (window["start_date"], window["end_date"]) == expected
+
+
+@pytest.mark.slow
+def test_a_backfill_rebuilds_exactly_the_days_of_its_interval_idempotently(airflow_db, dbt_env, db, manifest):
+    add_customers(dbt_env["dsn"])
+    load_purchases(dbt_env["dsn"], FIRST_BATCH)
+    transform.run_dbt("build")
+    built = daily_rows(db)
+    assert {key[2] for key in built} >= {"2024-03-01", "2024-03-02", "2024-03-03", "2024-03-04"}
+
+    # Damage inside each run's window (a lost row, a row that should not exist, a wrong figure) and, outside
+    # the windows, a change no test looks at: only a rebuild of exactly those days puts the first right and
+    # leaves the second alone. (Damage the tests see must be inside the window of the run that follows it.)
+    db.execute("update marts.customer_spend_daily set first_purchase_at = first_purchase_at - interval '1 second'"
+               " where spend_date = '2024-03-04'")
+    tampered_outside = {k: v for k, v in daily_rows(db).items() if k[2] not in ("2024-03-02", "2024-03-03")}
+    db.execute("delete from marts.customer_spend_daily where spend_date = '2024-03-02' and currency = 'EUR' "
+               "and customer_id = %s", (FIRST_BATCH[4].customer_id,))
+    db.execute("insert into marts.customer_spend_daily select customer_id, 'GBP', spend_date, spend, purchase_count,"
+               " first_purchase_at, last_purchase_at, daily_threshold, null, daily_threshold_fingerprint,"
+               " last_transformed_at from marts.customer_spend_daily where spend_date = '2024-03-02' limit 1")
+    docs_page = transform.docs_dir() / "index.html"
+    docs_before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
+    run_for_interval("2024-03-02")
+    assert docs_page.stat().st_mtime_ns != docs_before  # the pipeline's last task regenerated the docs
+    db.execute("update marts.customer_spend_daily set spend = spend + 1 where spend_date = '2024-03-03'")
+    run_for_interval("2024-03-03", regenerate_docs=False)
+
+    repaired = daily_rows(db)
+    window = {"2024-03-02", "2024-03-03"}
+    assert {k: v[0] for k, v in repaired.items() if k[2] in window} == \
+        {k: v[0] for k, v in built.items() if k[2] in window}
+    # Outside the window nothing was rewritten, not even the tampered (untested) column.
+    assert {k: v for k, v in repaired.items() if k[2] not in window} == tampered_outside
+    assert all(repaired[k][1] != built[k][1] for k in repaired if k[2] in window)
+
+    run_for_interval("2024-03-02", regenerate_docs=False)
+
+    again = daily_rows(db)
+    assert {k: v[0] for k, v in again.items()} == {k: v[0] for k, v in repaired.items()}
+    assert {k for k in again if again[k][1] != repaired[k][1]} == {k for k in again if k[2] == "2024-03-02"}
+
+    # What `airflow backfill create` makes of a date range: one run per day, each rebuilding its own day.
+    backfill = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "backfill", "create", "--dag-id", "purchases_transform",
+         "--from-date", "2024-03-05", "--to-date", "2024-03-06"], env=dict(os.environ), capture_output=True,
+        text=True, timeout=300)
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    windows = sorted((transform.backfill_window(run.run_type, run.data_interval_start, run.data_interval_end)
+                      for run in backfill_runs()), key=lambda window: window["start_date"])
+    assert windows == [{"start_date": "2024-03-05", "end_date": "2024-03-06"},
+                       {"start_date": "2024-03-06", "end_date": "2024-03-07"}]
+
+
+def backfill_runs():
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunType
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == "purchases_transform",
+                                                    DagRun.run_type == DagRunType.BACKFILL_JOB)).all()
+        session.expunge_all()
+    return runs
+
