@@ -50,4 +50,4 @@ def batch_event_bytes(customer_id: uuid.UUID, purchases: Sequence[PurchaseReques
                       "product_name": purchase.product_name, "description": purchase.description,
                       "quantity": purchase.quantity, "unit_price": purchase.unit_price,
                       "currency": purchase.currency, "purchased_at": purchase.purchased_at or now})
-            for purchase, event_id in zip(purchases, event_ids)]
+            for purchase, event_id in zip(purchases, event_ids, strict=True)]

@@ -10,7 +10,6 @@ import uuid
 import jwt
 import psycopg
 import pytest
-from api_support import sign_up
 
 SECRET = os.environ["JWT_SECRET"]  # the API under test was started with the session's environment
 GOOD = {"product_name": "Tea", "quantity": 1, "unit_price": "3.20"}
@@ -78,26 +77,27 @@ def test_a_wrong_password_or_unknown_user_answers_401(client, customer):
     assert wrong.json() == unknown.json()  # which one was wrong is not told
 
 
+def log_in(client, username: str, password: str) -> int:
+    return client.post("/auth/token", data={"username": username, "password": password}).status_code
+
+
 def test_five_wrong_passwords_lock_the_username_out_with_429(client, customer, other_customer):
     for _ in range(5):
-        assert client.post("/auth/token", data={"username": customer.username, "password": "guess-123"}).status_code == 401
+        assert log_in(client, customer.username, "guess-123") == 401
     locked = client.post("/auth/token", data={"username": customer.username, "password": customer.password})
     assert locked.status_code == 429  # even the right password, until the window has passed
     assert 0 < int(locked.headers["Retry-After"]) <= 15 * 60
     # Per username: another customer logs in as usual.
-    assert client.post("/auth/token", data={"username": other_customer.username,
-                                            "password": other_customer.password}).status_code == 200
+    assert log_in(client, other_customer.username, other_customer.password) == 200
 
 
 def test_a_right_password_clears_earlier_mistakes(client, customer):
     for _ in range(4):
-        assert client.post("/auth/token", data={"username": customer.username, "password": "guess-123"}).status_code == 401
-    assert client.post("/auth/token", data={"username": customer.username,
-                                            "password": customer.password}).status_code == 200
+        assert log_in(client, customer.username, "guess-123") == 401
+    assert log_in(client, customer.username, customer.password) == 200
     for _ in range(4):
-        assert client.post("/auth/token", data={"username": customer.username, "password": "guess-123"}).status_code == 401
-    assert client.post("/auth/token", data={"username": customer.username,
-                                            "password": customer.password}).status_code == 200
+        assert log_in(client, customer.username, "guess-123") == 401
+    assert log_in(client, customer.username, customer.password) == 200
 
 
 def test_changing_the_password_needs_the_current_one(client, customer):

@@ -66,7 +66,8 @@ def test_a_retried_purchase_is_recorded_once(client, customer, stage, api_dsn):
     assert len(ids) == 1
     stage()
     with psycopg.connect(api_dsn) as conn:
-        count = conn.execute("select count(*) from staging.purchase_events where event_id = %s", (ids.pop(),)).fetchone()
+        count = conn.execute("select count(*) from staging.purchase_events where event_id = %s",
+                             (ids.pop(),)).fetchone()
     assert count == (1,)
 
 

@@ -7,7 +7,6 @@ import pytest
 import schemathesis
 from api_support import sign_up
 from hypothesis import HealthCheck, settings
-
 from schemathesis.checks import positive_data_acceptance
 
 from ingest_api.main import create_app

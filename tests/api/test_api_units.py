@@ -124,7 +124,7 @@ def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
     customer, now = uuid.uuid4(), datetime.now(timezone.utc)
     ids = batch_event_ids(customer, len(purchases), key)
     values = batch_event_bytes(customer, purchases, ids, now)
-    for purchase, event_id, value in zip(purchases, ids, values):
+    for purchase, event_id, value in zip(purchases, ids, values, strict=True):
         expected = build_event(customer, purchase, now=now).model_copy(update={"event_id": event_id}).to_bytes()
         assert value == expected
         assert parse_event(value, now=now + timedelta(days=36500)).event_id == event_id

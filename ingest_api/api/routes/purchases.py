@@ -129,7 +129,7 @@ async def _page(conn, customer_id: uuid.UUID, limit: int, cursor: str | None) ->
     else:
         cur = await conn.execute(_FIRST_PAGE, (customer_id, limit + 1))
     rows = await cur.fetchall()
-    items = [RecordedPurchase(**dict(zip(_FIELDS, row))) for row in rows[:limit]]
+    items = [RecordedPurchase(**dict(zip(_FIELDS, row, strict=True))) for row in rows[:limit]]
     next_cursor = _encode_cursor(items[-1].purchased_at, items[-1].event_id) if len(rows) > limit else None
     return PurchasePage(items=items, next_cursor=next_cursor)
 
@@ -163,7 +163,7 @@ async def customer_purchases(customer_id: uuid.UUID, caller: CurrentCustomer, co
 async def purchase(event_id: uuid.UUID, customer_id: CurrentCustomer, conn: ConnectionDep):
     row = await (await conn.execute(_ONE, (event_id, customer_id))).fetchone()
     if row is not None:
-        return RecordedPurchase(**dict(zip(_FIELDS, row)))
+        return RecordedPurchase(**dict(zip(_FIELDS, row, strict=True)))
     row = await (await conn.execute(_ONE_REJECTED, (event_id, customer_id))).fetchone()
     if row is not None:
         return RejectedPurchase(event_id=row[0], reason=row[1], rejected_at=row[2])
