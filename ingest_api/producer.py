@@ -2,9 +2,11 @@
 
 A plain confluent_kafka Producer (acks=all, idempotent; not its AIOProducer, which buffers up to a second).
 `produce()` only queues the message (a few µs, never blocks: a full queue raises at once). Delivery reports
-are served by a poller task on the event loop that calls `poll(0)` every millisecond while anything is in
-flight (and once a second when idle, for error and log events): the delivery callbacks run right there and
-settle the waiting requests' futures.
+are served on the event loop with the non-blocking `poll(0)`: by every new produce (under load, the reports
+of earlier requests are served at once), and by a poller task every millisecond while anything is in
+flight (once a second when idle, for error and log events). The delivery callbacks run right there and
+settle the waiting requests' futures. (A 1 ms timer alone left a long tail under load: p99 40-85 ms
+against 16-25 ms with the produce-driven polls.)
 
 Why not a poll thread: confluent-kafka takes the GIL back for every single delivery report. From a second
 thread, each report then waits for the busy event loop to hand the GIL over (up to the 5 ms switch
@@ -136,6 +138,7 @@ class PurchaseProducer:
         except (BufferError, KafkaException) as exc:
             delivery.settle(None)
             raise BrokerUnavailable(self._local_failure(exc)) from None
+        self._serve_reports()
         await self._wait(delivery)
 
     async def send_many(self, key: bytes, values: Sequence[bytes]) -> None:
@@ -152,6 +155,7 @@ class PurchaseProducer:
                 if delivery.remaining == 0:
                     delivery.settle(delivery.error)
                 break
+        self._serve_reports()
         await self._wait(delivery)
 
     def broker_reachable(self, timeout: float = 2.0) -> bool:
@@ -202,18 +206,22 @@ class PurchaseProducer:
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_INTERVAL_SECONDS)
                 except TimeoutError:
                     pass
-            try:
-                self._producer.poll(0)  # runs the delivery callbacks, here on the loop
-            except KafkaException as exc:
-                # Fatal errors surface here (e.g. UNKNOWN_PRODUCER_ID after a broker lost its state).
-                log.error("kafka producer: %s", exc)
-                if _is_fatal(exc):
-                    self._needs_new_producer = True
-            except Exception:  # noqa: BLE001 - the poller must survive anything
-                log.exception("kafka producer poll failed")
+            self._serve_reports()
             if self._needs_new_producer:
                 self._replace_producer()
             self._expire_overdue()
+
+    def _serve_reports(self) -> None:
+        """Run the delivery callbacks of whatever reports have arrived (non-blocking)."""
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            # Fatal errors surface here (e.g. UNKNOWN_PRODUCER_ID after a broker lost its state).
+            log.error("kafka producer: %s", exc)
+            if _is_fatal(exc):
+                self._needs_new_producer = True
+        except Exception:  # noqa: BLE001 - serving reports must survive anything
+            log.exception("kafka producer poll failed")
 
     def _replace_producer(self) -> None:
         self._needs_new_producer = False
