@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -67,11 +68,24 @@ def verdict(function, raw):
     return "accepted", event.model_dump()
 
 
+def copy_value(text: str):
+    """Postgres' reading of one COPY text field."""
+    if text == "\\N":
+        return None
+    return re.sub(r"\\(.)", lambda m: {"t": "\t", "n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), text)
+
+
 def comparable(row):
-    """A staging row with text-encoded values turned back into values (how Postgres will read them)."""
+    """The values Postgres will read from a row's COPY line (and the ids and offset kept beside it)."""
     from decimal import Decimal
 
-    values = list(row)
+    event_id, customer_id, offset, line = row
+    assert line.endswith("\n") and line.count("\n") == 1
+    values = [copy_value(field) for field in line[:-1].split("\t")]
+    assert len(values) == 13, values
+    assert (values[0], values[1], int(values[12])) == (event_id, customer_id, offset)
+    values[0], values[1] = uuid.UUID(values[0]), uuid.UUID(values[1])
+    values[4], values[8], values[11], values[12] = (int(values[i]) for i in (4, 8, 11, 12))
     values[5] = Decimal(values[5])
     values[7] = datetime.fromisoformat(values[7])
     values[9] = json.loads(values[9])
@@ -106,7 +120,7 @@ def test_well_formed_events_take_the_fast_path(monkeypatch):
     monkeypatch.setattr(loader, "validate", fail)
     for price in ("19.99", "5", "0.10"):
         row = event_row(json.dumps({**BASE, "unit_price": price, "schema_version": 1}).encode(), NOW, "t", 0, 1)
-        assert row[5] == price
+        assert f"\t{price}\t" in row[3]
     monkeypatch.undo()
     monkeypatch.setattr(loader, "parse_event", fail)
     for price in ("19.99", 19.99, "5"):
