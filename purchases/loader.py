@@ -602,7 +602,6 @@ def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offs
             return result  # the transaction ends without writing; the caller re-reads from `stored`
         now = utcnow()
         rejected: list[tuple[str, uuid.UUID | None, uuid.UUID | None, Message]] = []
-
         known: set[str] = set()  # customers seen in this batch; asked for once per batch, not per row
 
         def valid_row_chunks():
@@ -622,10 +621,9 @@ def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offs
 
         offered, result.loaded = _insert_events(conn, valid_row_chunks())
         result.duplicates = offered - result.loaded
-        records = _Sorted([], rejected)
-        if records.rejected:
-            _copy_rejected(conn, topic, partition, records.rejected)
-            result.rejected = len(records.rejected)
+        if rejected:
+            _copy_rejected(conn, topic, partition, rejected)
+            result.rejected = len(rejected)
         conn.execute("update staging.kafka_offsets set next_offset = %s, updated_at = now() "
                      "where kafka_topic = %s and kafka_partition = %s", (next_offset, topic, partition))
         _pause_before_commit_for_tests(result)
