@@ -262,7 +262,7 @@ def _fast_row(raw: bytes | None, now: datetime, tail: str, offset: int) -> Row |
         return None
     try:
         wire = _wire_decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         return None
     name, description = wire.product_name, wire.description
     if (wire.schema_version != SCHEMA_VERSION or not 1 <= wire.quantity <= MAX_QUANTITY

@@ -56,6 +56,10 @@ def documents():
     yield "bom", b"\xef\xbb\xbf" + json.dumps(BASE).encode()
     yield "trailing garbage", json.dumps(BASE).encode() + b" x"
     yield "nested json string", json.dumps(json.dumps(BASE)).encode()
+    yield "invalid UTF-8 in a name", json.dumps(BASE).encode().replace(b"Lamp", b"L\xe9mp")
+    yield "invalid UTF-8 at the end of a name", json.dumps(BASE).encode().replace(b"Lamp", b"Lamp\xe9")
+    yield "invalid UTF-8 in a key", json.dumps(BASE).encode().replace(b"currency", b"curr\xffency")
+    yield "overlong UTF-8", json.dumps(BASE).encode().replace(b"Lamp", b"L\xc0\xafmp")
     yield "empty", b""
     yield "none", None
 
