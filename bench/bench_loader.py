@@ -8,7 +8,7 @@ end). Steps, all in one run:
    mapped Airflow tasks run them. events/s = rows committed / wall time from launch to the last exit
    (process start-up included). Peak RSS = the largest loader process.
 3. Baseline, the physical limit: the same rows, already encoded (binary COPY format, taken back out of
-   staging), COPYed by one connection into an identical table (same indexes) and committed.
+   staging), COPYed by one connection into an identical table (same indexes) and committed; best of 2.
 4. The seed system's way, for reference: parse, look up the customer, INSERT and COMMIT per event, on a
    sample (BENCH_LOADER_PER_ROW_SAMPLE, default 5,000), rate extrapolated.
 
@@ -105,24 +105,31 @@ def run_loaders(bootstrap_servers: str, dsn: str, parallel: int) -> tuple[float,
     return elapsed, peak_rss_mb, outputs
 
 
-def raw_copy_baseline(dsn: str) -> float:
+def raw_copy_baseline(dsn: str, tries: int = 2) -> list[float]:
+    """rows/s of each try (a fresh identical table each time): the machine is shared, so the best try is
+    taken as the limit, which only makes the loader's ratio stricter."""
     columns = ", ".join(STAGING_COLUMNS)
+    rates = []
     with psycopg.connect(dsn) as conn:
-        conn.execute("create table staging.purchase_events_copy_baseline "
-                     "(like staging.purchase_events including all)")
-        conn.commit()
         chunks = []
         with conn.cursor().copy(f"copy (select {columns} from staging.purchase_events) to stdout (format binary)") as copy:
             for chunk in copy:
                 chunks.append(bytes(chunk))
-        started = time.monotonic()
-        with conn.cursor().copy(f"copy staging.purchase_events_copy_baseline ({columns}) from stdin (format binary)") as copy:
-            for chunk in chunks:
-                copy.write(chunk)
-        conn.commit()
-        elapsed = time.monotonic() - started
-        rows = conn.execute("select count(*) from staging.purchase_events_copy_baseline").fetchone()[0]
-    return rows / elapsed
+        for _ in range(tries):
+            conn.execute("drop table if exists staging.purchase_events_copy_baseline")
+            conn.execute("create table staging.purchase_events_copy_baseline "
+                         "(like staging.purchase_events including all)")
+            conn.commit()
+            started = time.monotonic()
+            with conn.cursor().copy(f"copy staging.purchase_events_copy_baseline ({columns}) "
+                                    f"from stdin (format binary)") as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            conn.commit()
+            elapsed = time.monotonic() - started
+            rows = conn.execute("select count(*) from staging.purchase_events_copy_baseline").fetchone()[0]
+            rates.append(rows / elapsed)
+    return rates
 
 
 def per_row_insert(bootstrap_servers: str, dsn: str) -> float:
@@ -188,8 +195,9 @@ def main() -> None:
         print(f"loader: {loaded:,} rows in {load_seconds:.1f} s = {loader_rate:,.0f} events/s, "
               f"peak RSS {peak_rss_mb:.0f} MB per process")
 
-        baseline = raw_copy_baseline(dsn)
-        print(f"raw COPY baseline: {baseline:,.0f} rows/s")
+        baseline_tries = raw_copy_baseline(dsn)
+        baseline = max(baseline_tries)
+        print(f"raw COPY baseline: {baseline:,.0f} rows/s (best of {[round(r) for r in baseline_tries]})")
         per_row = per_row_insert(bootstrap_servers, dsn)
         print(f"per-row INSERT+COMMIT: {per_row:,.0f} events/s (sample of {PER_ROW_SAMPLE:,})")
 
@@ -198,7 +206,10 @@ def main() -> None:
                peak_rss_mb=round(peak_rss_mb, 1), events=EVENTS, partitions=PARTITIONS,
                loader_processes_at_once=PARALLEL, batch_max_events=BATCH_MAX_EVENTS,
                load_seconds=round(load_seconds, 2), produce_events_per_s=round(EVENTS / produce_seconds),
-               baseline_is="one binary COPY of the same rows (pre-encoded) into an identical table, same indexes",
+               baseline_is="best of 2 single binary COPYs of the same rows (pre-encoded) into an identical table, "
+                           "same indexes",
+               baseline_tries=[round(r) for r in baseline_tries],
+               load_average_1m=round(os.getloadavg()[0], 2),
                goal_ratio=0.5)
     finally:
         broker.terminate()
