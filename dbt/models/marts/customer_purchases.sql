@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         unique_key='event_id',
-        incremental_strategy='merge',
+        incremental_strategy='upsert',
         on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['event_id'], 'unique': True},
@@ -26,7 +26,7 @@ new_events as (
     -- Events loaded since the last run. The lookback re-reads events of loader transactions that
     -- committed late (their loaded_at is their start); the anti-join below skips those already here.
     select * from {{ ref('stg_purchase_events') }}
-    where loaded_at >= {{ watermark('loaded_at') }}
+    where loaded_at >= {{ watermark_literal('loaded_at') }}
         - interval '{{ var("incremental_lookback_minutes") | int }} minutes'
 
     {%- if backfill %}

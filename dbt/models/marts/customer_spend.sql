@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         unique_key=['customer_id', 'currency'],
-        incremental_strategy='merge',
+        incremental_strategy='upsert',
         on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['customer_id', 'currency'], 'unique': True},
@@ -27,7 +27,9 @@
 
 with
 
-customer_purchases as (
+-- `not materialized`: referenced more than once, Postgres would otherwise materialize the whole table
+-- instead of reading only the rows the filters and joins below need through its indexes.
+customer_purchases as not materialized (
 
     select * from {{ ref('customer_purchases') }}
 
@@ -47,9 +49,18 @@ threshold_fingerprint as (
 
 {% if is_incremental() %}
 
-previous_totals as (
+previous_totals as not materialized (
 
     select * from {{ this }}
+
+),
+
+fingerprints_in_use as (
+
+    -- min and max come from the column's index: cheap, and equal to the current fingerprint unless the
+    -- threshold configuration changed since some rows were evaluated.
+    select min(lifetime_threshold_fingerprint) as lowest, max(lifetime_threshold_fingerprint) as highest
+    from {{ this }}
 
 ),
 
@@ -57,7 +68,8 @@ customers_to_recount as (
 
     select customer_id, currency
     from previous_totals
-    where {{ differs_from('lifetime_threshold_fingerprint', '(select fingerprint from threshold_fingerprint)') }}
+    where {{ configuration_changed() }}
+        and lifetime_threshold_fingerprint <> (select fingerprint from threshold_fingerprint)
 
     {%- if backfill %}
 
@@ -137,10 +149,13 @@ recounted as (
         max(customer_purchases.transformed_at) as last_transformed_at,
         null::timestamptz as known_crossed_at
 
-    from customer_purchases
-    inner join customers_to_recount
-        on customer_purchases.customer_id = customers_to_recount.customer_id
-        and customer_purchases.currency = customers_to_recount.currency
+    from customers_to_recount
+    cross join lateral (
+        select * from customer_purchases as purchases
+        where purchases.customer_id = customers_to_recount.customer_id
+            and purchases.currency = customers_to_recount.currency
+        offset 0  -- not flattened into a join: one index scan per customer
+    ) as customer_purchases
     group by customer_purchases.customer_id, customer_purchases.currency
 
 ),
@@ -201,7 +216,8 @@ crossings_to_locate as (
 
 running_spend as (
 
-    -- Only customers who just reached their threshold (or are recounted) get their history read.
+    -- Only customers who just reached their threshold (or are recounted) get their history read, through
+    -- the (customer_id, currency, purchased_at) index (a lateral join, whatever the planner's estimates).
     select
         customer_purchases.customer_id,
         customer_purchases.currency,
@@ -213,10 +229,13 @@ running_spend as (
             rows between unbounded preceding and current row
         ) as running_spend
 
-    from customer_purchases
-    inner join crossings_to_locate
-        on customer_purchases.customer_id = crossings_to_locate.customer_id
-        and customer_purchases.currency = crossings_to_locate.currency
+    from crossings_to_locate
+    cross join lateral (
+        select * from customer_purchases as purchases
+        where purchases.customer_id = crossings_to_locate.customer_id
+            and purchases.currency = crossings_to_locate.currency
+        offset 0  -- not flattened into a join: one index scan per customer
+    ) as customer_purchases
 
 ),
 

@@ -2,7 +2,7 @@
     config(
         materialized='incremental',
         unique_key=['customer_id', 'currency', 'spend_date'],
-        incremental_strategy='merge',
+        incremental_strategy='upsert',
         on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['customer_id', 'currency', 'spend_date'], 'unique': True},
@@ -22,7 +22,9 @@
 
 with
 
-customer_purchases as (
+-- `not materialized`: referenced more than once, Postgres would otherwise materialize the whole table
+-- instead of reading only the rows the filters and joins below need through its indexes.
+customer_purchases as not materialized (
 
     select * from {{ ref('customer_purchases') }}
 
@@ -42,6 +44,15 @@ threshold_fingerprint as (
 
 {% if is_incremental() %}
 
+fingerprints_in_use as (
+
+    -- min and max come from the column's index: cheap, and equal to the current fingerprint unless the
+    -- threshold configuration changed since some rows were evaluated.
+    select min(daily_threshold_fingerprint) as lowest, max(daily_threshold_fingerprint) as highest
+    from {{ this }}
+
+),
+
 days_to_rebuild as (
 
     -- Days of purchases transformed since this model's last run.
@@ -54,7 +65,8 @@ days_to_rebuild as (
     -- Days evaluated against a threshold configuration that has changed since.
     select customer_id, currency, spend_date
     from {{ this }}
-    where {{ differs_from('daily_threshold_fingerprint', '(select fingerprint from threshold_fingerprint)') }}
+    where {{ configuration_changed() }}
+        and daily_threshold_fingerprint <> (select fingerprint from threshold_fingerprint)
 
     {%- if backfill %}
 
@@ -72,13 +84,20 @@ days_to_rebuild as (
 
 purchases_of_days as (
 
-    select customer_purchases.*
-    from customer_purchases
-    inner join days_to_rebuild
-        on customer_purchases.customer_id = days_to_rebuild.customer_id
-        and customer_purchases.currency = days_to_rebuild.currency
-        and customer_purchases.purchased_at >= {{ utc_day_start('days_to_rebuild.spend_date') }}
-        and customer_purchases.purchased_at < {{ utc_day_start('days_to_rebuild.spend_date + 1') }}
+    -- A lateral join: each day's purchases are read through the (customer_id, currency, purchased_at)
+    -- index, however many rows the planner guesses the watermark filter above lets through (`offset 0`
+    -- keeps Postgres from flattening it into a join it would plan as a scan of the whole table).
+    select purchases_of_day.*
+    from days_to_rebuild
+    cross join lateral (
+        select customer_purchases.*
+        from customer_purchases
+        where customer_purchases.customer_id = days_to_rebuild.customer_id
+            and customer_purchases.currency = days_to_rebuild.currency
+            and customer_purchases.purchased_at >= {{ utc_day_start('days_to_rebuild.spend_date') }}
+            and customer_purchases.purchased_at < {{ utc_day_start('days_to_rebuild.spend_date + 1') }}
+        offset 0
+    ) as purchases_of_day
 
 ),
 
