@@ -59,8 +59,8 @@ def _json_body(schema_name: str) -> dict:
 
 
 @buy_router.post("/purchases", status_code=status.HTTP_202_ACCEPTED, response_model=PurchaseAccepted,
-             responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseRequest"),
-             summary="Buy: record one purchase (202 once the broker has it)")
+                 responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseRequest"),
+                 summary="Buy: record one purchase (202 once the broker has it)")
 async def buy(request: Request, customer_id: CurrentCustomer, producer: ProducerDep,
               idempotency_key: IdempotencyKey = None) -> Response:
     purchase = parse_json_body(PurchaseRequest, await read_body(request))
@@ -71,8 +71,8 @@ async def buy(request: Request, customer_id: CurrentCustomer, producer: Producer
 
 
 @buy_router.post("/purchases/batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchAccepted,
-             responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseBatch"),
-             summary="Buy up to 1000 purchases at once, all or nothing")
+                 responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseBatch"),
+                 summary="Buy up to 1000 purchases at once, all or nothing")
 async def buy_many(request: Request, customer_id: CurrentCustomer, producer: ProducerDep,
                    idempotency_key: IdempotencyKey = None) -> Response:
     batch = parse_json_body(PurchaseBatch, await read_body(request))
