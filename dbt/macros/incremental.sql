@@ -32,8 +32,8 @@
 
 {#-
     A fingerprint of the threshold configuration for one kind of alert: the default (a dbt var) plus every
-    override in the seed. Rows remember the fingerprint they were evaluated with, so a changed threshold
-    re-evaluates exactly the rows it affects on the next run, with no full refresh.
+    override in the seed. Rows remember the fingerprint they were evaluated with, so after a change the next
+    run re-evaluates the rows evaluated with another configuration, with no full refresh.
 -#}
 {% macro threshold_fingerprint(threshold_column, default_threshold) -%}
     (
