@@ -1,7 +1,7 @@
 """Fixtures for the dbt tests: a warehouse database and a copy of the dbt project of their own.
 
 The marts are checked to the cent against known purchases, so these tests do not share staging with the
-other test folders: `dbt_warehouse` is a sibling of the session's warehouse database. The project is
+other test folders: `dbt_database` is a sibling of the session's warehouse database. The project is
 copied so its seed can carry the test's threshold overrides; everything else is the real project.
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @pytest.fixture(scope="session")
-def dbt_env(warehouse_dsn, tmp_path_factory):
-    """Points dbt, the DAG and the docs at this folder's database and project copy; restores the env after."""
+def dbt_database(warehouse_dsn, tmp_path_factory):
+    """This folder's warehouse database and project copy (created once), and the environment naming them."""
     from purchases.warehouse import bootstrap, drop_database
 
     name = conninfo_to_dict(warehouse_dsn)["dbname"] + "_dbt"
@@ -38,8 +38,7 @@ def dbt_env(warehouse_dsn, tmp_path_factory):
     project = base / "project"
     shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     (project / "seeds" / "spend_thresholds.csv").write_text(SEED_THRESHOLDS_CSV)
-
-    overrides = {
+    environment = {
         "DBT_DBNAME": name,
         "DBT_PROJECT_DIR": str(project),
         "DBT_PROFILES_DIR": str(ROOT / "dbt"),
@@ -48,20 +47,28 @@ def dbt_env(warehouse_dsn, tmp_path_factory):
         "WAREHOUSE_DSN": dsn,
         "AIRFLOW_CONN_WAREHOUSE": dsn,
     }
+    yield {"dsn": dsn, "project": project, "environment": environment}
+    drop_database(dsn)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dbt_env(dbt_database):
+    """Points dbt, the DAG and the docs at this folder's database and project copy for one test module,
+    then restores the session's environment for the other folders' tests."""
+    overrides = dbt_database["environment"]
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     try:
-        yield {"dsn": dsn, "project": project, **overrides}
+        yield {"dsn": dbt_database["dsn"], "project": dbt_database["project"], **overrides}
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        drop_database(dsn)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dbt_dsn(dbt_env) -> str:
     return dbt_env["dsn"]
 
@@ -72,6 +79,6 @@ def db(dbt_dsn):
         yield conn
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def manifest(dbt_env) -> Path:
     return transform.parse_project()
