@@ -130,3 +130,21 @@ def test_well_formed_events_take_the_fast_path(monkeypatch):
     for price in ("19.99", 19.99, "5"):
         event = validate(json.dumps({**BASE, "unit_price": price, "schema_version": 1}).encode(), NOW)
         assert str(event.unit_price) == str(price)
+
+
+def test_events_as_the_api_writes_them_take_the_fast_path():
+    """The API produces PurchaseEvent.to_bytes(): those must never need the slow path."""
+    from decimal import Decimal
+
+    from purchases.contract import PurchaseEvent, new_time_ordered_id
+    from purchases.loader import _fast_row
+
+    for description, price, when in ((None, Decimal("12.50"), NOW), ("d\tx", Decimal("0.1"), NOW),
+                                     ("ü ✓", Decimal("999999.99"), NOW.astimezone(timezone(timedelta(hours=5, minutes=30))))):
+        event = PurchaseEvent.model_construct(
+            schema_version=1, event_id=new_time_ordered_id(), customer_id=uuid.uuid4(), product_name="Tea",
+            description=description, quantity=3, unit_price=price, currency="USD", purchased_at=when)
+        row = _fast_row(event.to_bytes(), NOW, "\tt\t0\t", 1)
+        assert row is not None, event.to_bytes()
+        assert row_verdict(lambda r: event_row(r, NOW, "t", 0, 7), event.to_bytes()) == \
+            row_verdict(reference_row, event.to_bytes())
