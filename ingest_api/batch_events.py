@@ -19,34 +19,44 @@ from typing_extensions import TypedDict
 
 from purchases.contract import SCHEMA_VERSION, PurchaseEvent, PurchaseRequest, event_id_for
 
-# The event's fields, in the model's order and with its types: the same JSON as model_dump_json.
-_EventFields = TypedDict("_EventFields", {name: field.annotation for name, field in PurchaseEvent.model_fields.items()})
+# The event's fields, in the model's order and with its types, except that ids are given as their canonical
+# strings (what a UUID serializes to anyway): the same JSON as model_dump_json.
+_EventFields = TypedDict("_EventFields", {
+    name: str if field.annotation is uuid.UUID else field.annotation
+    for name, field in PurchaseEvent.model_fields.items()})
 _to_json = TypeAdapter(_EventFields).serializer.to_json
 
 MAX_BATCH = 4096  # the 12-bit sequence number in each id
 
 
-def time_ordered_ids(count: int) -> list[uuid.UUID]:
-    """`count` UUIDv7 ids (RFC 9562) in increasing order: one millisecond timestamp, a sequence number in
-    the 12 `rand_a` bits (so a batch lists in the order sent), 62 random bits each, from one os.urandom."""
+def _canonical(value: int) -> str:
+    hex_digits = "%032x" % value
+    return f"{hex_digits[:8]}-{hex_digits[8:12]}-{hex_digits[12:16]}-{hex_digits[16:20]}-{hex_digits[20:]}"
+
+
+def time_ordered_ids(count: int) -> list[str]:
+    """`count` UUIDv7 ids (RFC 9562), as canonical strings, in increasing order: one millisecond timestamp, a
+    sequence number in the 12 `rand_a` bits (so a batch lists in the order sent), 62 random bits each, from
+    one os.urandom call."""
     if count > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} ids at once")
     prefix = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0x2 << 62
     random = os.urandom(8 * count)
-    return [uuid.UUID(int=prefix | sequence << 64 | int.from_bytes(random[8 * sequence:8 * sequence + 8], "big") >> 2)
+    return [_canonical(prefix | sequence << 64 | int.from_bytes(random[8 * sequence:8 * sequence + 8], "big") >> 2)
             for sequence in range(count)]
 
 
-def batch_event_ids(customer_id: uuid.UUID, count: int, idempotency_key: str | None) -> list[uuid.UUID]:
+def batch_event_ids(customer_id: uuid.UUID, count: int, idempotency_key: str | None) -> list[str]:
     """With a key, purchase i is the contract's event id for key `<key>#<i>`; without one, fresh UUIDv7s."""
     if idempotency_key is None:
         return time_ordered_ids(count)
-    return [event_id_for(customer_id, f"{idempotency_key}#{i}") for i in range(count)]
+    return [str(event_id_for(customer_id, f"{idempotency_key}#{i}")) for i in range(count)]
 
 
-def batch_event_bytes(customer_id: uuid.UUID, purchases: Sequence[PurchaseRequest], event_ids: Sequence[uuid.UUID],
+def batch_event_bytes(customer_id: uuid.UUID, purchases: Sequence[PurchaseRequest], event_ids: Sequence[str],
                       now: datetime) -> list[bytes]:
-    return [_to_json({"schema_version": SCHEMA_VERSION, "event_id": event_id, "customer_id": customer_id,
+    customer = str(customer_id)
+    return [_to_json({"schema_version": SCHEMA_VERSION, "event_id": event_id, "customer_id": customer,
                       "product_name": purchase.product_name, "description": purchase.description,
                       "quantity": purchase.quantity, "unit_price": purchase.unit_price,
                       "currency": purchase.currency, "purchased_at": purchase.purchased_at or now})

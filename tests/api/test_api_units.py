@@ -125,20 +125,22 @@ def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
     ids = batch_event_ids(customer, len(purchases), key)
     values = batch_event_bytes(customer, purchases, ids, now)
     for purchase, event_id, value in zip(purchases, ids, values, strict=True):
-        expected = build_event(customer, purchase, now=now).model_copy(update={"event_id": event_id}).to_bytes()
-        assert value == expected
-        assert parse_event(value, now=now + timedelta(days=36500)).event_id == event_id
+        expected = build_event(customer, purchase, now=now).model_copy(update={"event_id": uuid.UUID(event_id)})
+        assert value == expected.to_bytes()
+        assert str(parse_event(value, now=now + timedelta(days=36500)).event_id) == event_id
     if key is not None:
-        assert ids == [event_id_for(customer, f"{key}#{i}") for i in range(len(purchases))]
+        assert ids == [str(event_id_for(customer, f"{key}#{i}")) for i in range(len(purchases))]
 
 
 def test_bulk_ids_are_uuid7_in_order_and_distinct():
-    ids = time_ordered_ids(1000)
+    raw = time_ordered_ids(1000)
+    ids = [uuid.UUID(i) for i in raw]
+    assert [str(i) for i in ids] == raw  # canonical form
     assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
     assert ids == sorted(ids) and len(set(ids)) == 1000
     now_ms = time.time_ns() // 1_000_000
     assert abs((ids[0].int >> 80) - now_ms) < 5_000
-    later = time_ordered_ids(1)[0]
+    later = uuid.UUID(time_ordered_ids(1)[0])
     assert later.int >> 80 >= ids[-1].int >> 80
     with pytest.raises(ValueError):
         time_ordered_ids(5000)
