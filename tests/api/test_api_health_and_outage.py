@@ -69,3 +69,35 @@ def test_a_broker_outage_answers_503_then_the_api_recovers_by_itself(api, client
     on_topic = [message.value() for message in read_topic(api.bootstrap)]
     assert any(after.json()["event_id"].encode() in value for value in on_topic)
     assert not any(refused.encode() in value for value in on_topic)  # refused means not recorded later either
+
+
+@pytest.fixture(scope="module")
+def api_without_database(api):
+    """A second API whose database is unreachable (nothing listens on its port)."""
+    from api_support import Api, free_port
+
+    env = dict(api.env, WAREHOUSE_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
+    server = Api(free_port(), env, api.bootstrap)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_without_the_database_reads_answer_503_and_buying_goes_on(api_without_database, customer):
+    import httpx
+
+    with httpx.Client(base_url=api_without_database.url, timeout=30) as other:
+        ready = other.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] != "ok" and ready.json()["checks"]["broker"] == "ok"
+        signup = other.post("/customers", json={"username": f"x_{uuid.uuid4().hex[:8]}", "password": "password1"})
+        assert signup.status_code == 503 and signup.headers["Retry-After"]
+        # The token is checked offline and nothing on the buy path touches the database.
+        bought = other.post("/purchases", json=GOOD, headers=customer.headers)
+        assert bought.status_code == 202, bought.text
+
+
+def test_a_body_that_is_not_utf8_json_answers_400_where_fastapi_parses_it(client):
+    answer = client.post("/customers", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400
