@@ -48,7 +48,7 @@ insert into staging.purchase_events (event_id, customer_id, product_name, descri
     currency, purchased_at, schema_version, extra, kafka_topic, kafka_partition, kafka_offset, loaded_at)
 select gen_random_uuid(),
        ('00000000-0000-4000-8000-' || lpad(to_hex(1 + (i + %(offset)s) %% %(customers)s), 12, '0'))::uuid,
-       'product ' || (i %% 500), null, 1 + i %% 3, (1 + ((i + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
+       'product ' || (i %% 500), null, 1 + i %% 3, (1 + ((i::bigint + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
        case when i %% 10 < 7 then 'USD' when i %% 10 < 9 then 'EUR' else 'GBP' end,
        purchased_at, 1, '{}'::jsonb, 'purchases', i %% 3, %(offset)s + i,
        case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end

@@ -151,7 +151,7 @@ def cosmos_task_group_args() -> dict[str, Any]:
     Each model becomes a task running `dbt run` in-process (dbtRunner), followed by a task testing it.
     """
     from cosmos import (ExecutionConfig, ExecutionMode, InvocationMode, LoadMode, ProfileConfig,
-                        ProjectConfig, RenderConfig, TestBehavior)
+                        ProjectConfig, RenderConfig, SourceRenderingBehavior, TestBehavior)
 
     if manifest_is_stale():
         parse_project()
@@ -168,7 +168,9 @@ def cosmos_task_group_args() -> dict[str, Any]:
                                       enable_mock_profile=False,
                                       # Tests reading several models (relationships, reconciliations) get a
                                       # task of their own after all of them, not inside the first one's.
-                                      should_detach_multiple_parents_tests=True),
+                                      should_detach_multiple_parents_tests=True,
+                                      # `dbt source freshness` of the loader's table before the models.
+                                      source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS),
         "operator_args": {
             # Templated per run: the backfill window of this run's data interval (empty when asset-triggered).
             "vars": {"start_date": "{{ %s['start_date'] }}" % window, "end_date": "{{ %s['end_date'] }}" % window},
