@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ENV := source scripts/env.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status logs test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e soak clean
+.PHONY: help venv up down status test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e soak replay clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -52,6 +52,9 @@ bench: bench-ingest bench-loader bench-dbt bench-e2e ## every benchmark, then th
 
 soak: $(STAMP) ## 100,000 purchases with retries, loader kills and a Postgres restart
 	$(ENV); SOAK_PURCHASES=$${SOAK_PURCHASES:-100000} $(PY) -m pytest tests/test_soak.py -s
+
+replay: $(STAMP) ## re-drive rejected events: make replay REASON="unknown customer" [DRY_RUN=1]
+	$(ENV); $(PY) -m purchases.replay --reason-contains "$${REASON:-}" $${DRY_RUN:+--dry-run}
 
 clean: down
 	rm -rf $(VENV) .run logs .airflow dbt/target dbt/logs

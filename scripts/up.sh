@@ -49,7 +49,7 @@ step "waiting for the ingest API"
 wait_http "http://$API_HOST:$API_PORT/healthz" 60 "the ingest API"
 step "waiting for Airflow"
 wait_http "http://$AIRFLOW_HOST:$AIRFLOW_PORT/api/v2/monitor/health" 180 "the Airflow api-server"
-for dag in purchases_ingest purchases_transform; do
+for dag in purchases_ingest purchases_quality purchases_transform; do
   for _ in $(seq 1 90); do
     airflow dags unpause "$dag" > /dev/null 2>&1 && break
     sleep 2

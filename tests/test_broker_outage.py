@@ -57,6 +57,9 @@ def test_broker_outage_gives_503_then_recovers_without_restart(api_server, broke
 
     load_available(broker.bootstrap, warehouse_dsn)
     with psycopg.connect(warehouse_dsn) as conn:
+        ours = ([before.json()["event_id"], after.json()["event_id"]],)
         found = conn.execute("select event_id::text from staging.purchase_events where event_id = any(%s::uuid[])",
-                             ([before.json()["event_id"], after.json()["event_id"]],)).fetchall()
-    assert sorted(row[0] for row in found) == sorted([before.json()["event_id"], after.json()["event_id"]])
+                             ours).fetchall()
+        rejected = conn.execute("select event_id::text, reason from staging.purchase_events_rejected "
+                                "where event_id = any(%s::uuid[])", ours).fetchall()
+    assert sorted(row[0] for row in found) == sorted(ours[0]), f"rejected: {rejected}"
