@@ -67,6 +67,7 @@ TEST_ENV = {
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
         f"postgresql+psycopg2://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{AIRFLOW_DB}",
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOG_DIR / f"airflow_{SESSION}"),
     "AIRFLOW_CONN_WAREHOUSE": WAREHOUSE_DSN,
     "AIRFLOW_CONN_KAFKA_DEFAULT": '{"conn_type": "kafka", "extra": {"bootstrap.servers": "%s"}}' % BROKER,
