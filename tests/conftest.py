@@ -12,11 +12,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from support import LOG_DIR, ApiServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = secrets.token_hex(4)
@@ -25,27 +24,6 @@ WAREHOUSE_DB = f"purchases_test_{SESSION}"
 AIRFLOW_DB = f"airflow_test_{SESSION}"
 WAREHOUSE_DSN = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{WAREHOUSE_DB}"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix=f"airflow_test_{SESSION}_"))
-LOG_DIR = ROOT / "logs" / "tests"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - reported below if it never succeeds
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
 
 
 BROKER_PORT = free_port()
@@ -107,13 +85,7 @@ class BrokerProcess:
         wait_for(lambda: ensure_topic(self.bootstrap, "purchases", 3, timeout=5) == 3, 30, "topic purchases")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def restart(self) -> None:
@@ -129,35 +101,10 @@ def broker():
     process.stop()
 
 
-class ApiServer:
-    def __init__(self, port: int, env: dict):
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(LOG_DIR / f"api_{SESSION}.log", "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-access-log"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: httpx.get(self.url + "/healthz", timeout=1).status_code == 200, 30, "ingest API")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
 @pytest.fixture(scope="session")
 def api_server(warehouse_dsn, broker):
     """The real ingest API (uvicorn) against the session's broker and warehouse."""
-    server = ApiServer(free_port(), dict(os.environ))
+    server = ApiServer(free_port(), dict(os.environ), f"api_{SESSION}.log")
     server.start()
     yield server
     server.stop()

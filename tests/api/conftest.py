@@ -7,7 +7,7 @@ import secrets
 
 import httpx
 import pytest
-from api_support import API_TOPIC, Api, Customer, copy_topic_to_staging, ensure_api_topic, free_port, sign_up
+from api_support import API_TOPIC, Api, Customer, record_purchases, ensure_api_topic, free_port, sign_up
 from psycopg.conninfo import make_conninfo
 
 
@@ -51,5 +51,5 @@ def other_customer(client) -> Customer:
 
 @pytest.fixture
 def stage(api, api_dsn):
-    """Call to record what the API produced so far (see the module docstring)."""
-    return lambda: copy_topic_to_staging(api.bootstrap, api_dsn)
+    """Call to have the real loader record what the API produced so far."""
+    return lambda: record_purchases(api.bootstrap, api_dsn)

@@ -1,0 +1,65 @@
+"""Helpers the test folders share: free ports, waiting for readiness, and the real processes they start."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_DIR = ROOT / "logs" / "tests"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - reported below if it never succeeds
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ApiServer:
+    """The real ingest API (uvicorn) in a subprocess, with the environment given."""
+
+    def __init__(self, port: int, env: dict, log_name: str):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = env
+        self.log_name = log_name
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        log = open(LOG_DIR / self.log_name, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--no-access-log"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: httpx.get(self.url + "/healthz", timeout=1).status_code == 200, 60, "ingest API")
+
+    def stop(self) -> None:
+        stop_process(self.process)
