@@ -1,6 +1,6 @@
 """Kafka `purchases` -> Postgres `staging`: the loader, its quality gate and the replay of rejected records.
 
-Table of contents (the work is in the `purchases` package; docs/loader.md explains the design):
+Table of contents (the work is in the `purchases` package; README.md, "Loading", explains the design):
 
 * `purchases_ingest` (continuous, one run at a time): read the topic's partitions from the broker, then one
   mapped `load` task per partition loads micro-batches for `window_seconds`, each batch exactly once

@@ -1,6 +1,6 @@
 """The exactly-once loader: Kafka partition -> `staging.purchase_events`, one Postgres transaction per batch.
 
-How a batch is made exactly once (docs/loader.md has the long version):
+How a batch is made exactly once (README.md, "Loading", has the long version):
 
 1. The partition is `assign()`ed at the offset stored in `staging.kafka_offsets` (no consumer group: the
    warehouse, not the broker, owns progress) and read until partition EOF, the batch cap or an idle pause.

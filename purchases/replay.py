@@ -8,7 +8,7 @@ anything) and their rejected rows get `replayed_at`; records that still fail sta
     python -m purchases.replay --reason-contains "unknown customer" --dry-run
     python -m purchases.replay --reason-contains "unknown customer"
 
-or trigger the `purchases_replay` DAG with the same parameters (docs/loader.md).
+or trigger the `purchases_replay` DAG with the same parameters (README.md, "Loading").
 """
 from __future__ import annotations
 
