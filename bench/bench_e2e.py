@@ -100,15 +100,20 @@ async def measure(base: str, customers_n: int, rate: float, seconds: float, drai
         customers = [await sign_up(client, run, i) for i in range(customers_n)]
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch(client, customers, stop, interval=0.5))
-        started, sent, pending = time.monotonic(), 0, set()
-        while (elapsed := time.monotonic() - started) < seconds:
-            due = int(elapsed * rate) + 1
-            while sent < due:
-                pending.add(asyncio.create_task(buy(client, customers[sent % customers_n], sent)))
-                sent += 1
-            pending = {t for t in pending if not t.done()}
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*pending)
+        total = int(rate * seconds)
+        started = time.monotonic()
+        next_purchase = iter(range(total))
+
+        async def paced_buyer():
+            # Purchase n is due at started + n / rate; a free worker takes the next one when it is due.
+            for n in next_purchase:
+                delay = started + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await buy(client, customers[n % customers_n], n)
+
+        await asyncio.gather(*(paced_buyer() for _ in range(32)))
+        sent = total
         await wait_until_all_seen(customers, drain)
         stop.set()
         await watcher
