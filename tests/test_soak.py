@@ -181,7 +181,7 @@ def test_soak_exact_accounting_through_kills_and_a_postgres_restart(api_server, 
     wait_for_postgres(warehouse_dsn)
     fleet.stop()
     fleet.drain()
-    run_dbt("build", "--exclude", "resource_type:seed", "resource_type:unit_test")
+    run_dbt("build")
 
     accepted = outcome["accepted"]
     expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
