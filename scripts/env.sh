@@ -51,7 +51,9 @@ export AIRFLOW__LOGGING__BASE_LOG_FOLDER="${AIRFLOW__LOGGING__BASE_LOG_FOLDER:-$
 
 # Connections for the DAGs, the Airflow way: AIRFLOW_CONN_* environment variables.
 export AIRFLOW_CONN_WAREHOUSE="${AIRFLOW_CONN_WAREHOUSE:-postgresql://$PGUSER@$PGHOST:$PGPORT/$WAREHOUSE_DB}"
-export AIRFLOW_CONN_KAFKA_DEFAULT="${AIRFLOW_CONN_KAFKA_DEFAULT:-{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\"}}}"
+# (JSON braces inside ${VAR:-...} would end the expansion early, hence the separate default)
+_kafka_conn="{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"$KAFKA_BOOTSTRAP_SERVERS\"}}"
+export AIRFLOW_CONN_KAFKA_DEFAULT="${AIRFLOW_CONN_KAFKA_DEFAULT:-$_kafka_conn}"
 
 # dbt reads its profile from these (dbt/profiles.yml has no secrets).
 export DBT_PROFILES_DIR="${DBT_PROFILES_DIR:-$ROOT/dbt}" DBT_PROJECT_DIR="${DBT_PROJECT_DIR:-$ROOT/dbt}"

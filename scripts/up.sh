@@ -31,6 +31,7 @@ else
   psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "select 1 from pg_database where datname = '$AIRFLOW_DB'" | grep -q 1 \
     || psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "create database \"$AIRFLOW_DB\""
   airflow db migrate > "$LOG_DIR/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOG_DIR/airflow-db-migrate.log"; exit 1; }
+  python -m purchases.cli fail-interrupted-runs
   step "dbt manifest (Cosmos renders the transform DAG from it)"
   python -m purchases.transform parse > "$LOG_DIR/dbt-parse.log" 2>&1 || { tail -20 "$LOG_DIR/dbt-parse.log"; exit 1; }
 
