@@ -1,5 +1,5 @@
-"""The `purchases_transform` DAG: Cosmos renders each model with its tests after it, and a run with a data
-interval (a backfill, a daily or manual run) rebuilds exactly the UTC days of that interval, idempotently.
+"""The `purchases_transform` DAG: Cosmos (watcher mode) runs one `dbt build` and renders a task for each model
+and its tests; a run with a data interval (a backfill, a daily or manual run) rebuilds exactly the UTC days of that interval, idempotently.
 Real `dag.test()` runs against a migrated Airflow metadata database and the real dbt project."""
 from __future__ import annotations
 
@@ -47,13 +47,24 @@ def run_for_interval(day: str, *, regenerate_docs: bool = True):
     return run
 
 
-def test_each_model_is_a_task_with_its_tests_after_it_and_the_docs_come_last(airflow_db, manifest):
+def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_tests(airflow_db, manifest):
     from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
+    from cosmos.operators.watcher import DbtConsumerWatcherSensor, DbtProducerWatcherOperator
 
     from purchases.assets import STAGING_PURCHASE_EVENTS
 
     dag = load_dag()
     tasks = set(dag.task_ids)
+    # One task runs `dbt build` (models, seeds and data tests, not unit tests); the others report on it.
+    builders = [t for t in dag.tasks if isinstance(t, DbtProducerWatcherOperator)]
+    assert [t.task_id for t in builders] == ["dbt.dbt_producer_watcher"]
+    assert builders[0].env == {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
+    assert "--resource-type" not in (builders[0].dbt_cmd_flags or [])  # tests are not left out of the build
+    assert all(isinstance(dag.get_task(f"dbt.{model}.{kind}"), DbtConsumerWatcherSensor)
+               for model in ("stg_purchase_events", "customer_spend") for kind in ("run", "test"))
+    for root in ("dbt.stg_customers.run", "dbt.spend_thresholds.seed", "dbt.staging_purchase_events_source"):
+        assert dag.get_task(root).upstream_task_ids == {"dbt.dbt_producer_watcher"}  # they report on the build
+        assert dag.get_task(root).trigger_rule == "all_done"
     for model in ("stg_purchase_events", "stg_customers", "customer_purchases", "customer_spend_daily",
                   "customer_spend", "dim_customers", "spend_alerts"):
         assert {f"dbt.{model}.run", f"dbt.{model}.test"} <= tasks
@@ -70,6 +81,23 @@ def test_each_model_is_a_task_with_its_tests_after_it_and_the_docs_come_last(air
     assert dag.timetable.asset_condition == STAGING_PURCHASE_EVENTS
     assert isinstance(dag.timetable.timetable, CronDataIntervalTimetable)
     assert dag.max_active_runs == 1
+
+
+def test_frequent_runs_regenerate_the_docs_only_when_the_project_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("DBT_DOCS_DIR", str(tmp_path / "docs"))
+    monkeypatch.setenv("DBT_MANIFEST_PATH", str(tmp_path / "manifest.json"))
+    assert transform.docs_are_due("asset_triggered")  # no page yet
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "index.html"
+    page.write_text("<html>")
+    os.utime(tmp_path / "manifest.json", (1_000, 1_000))
+    os.utime(page, (2_000, 2_000))
+    assert not transform.docs_are_due("asset_triggered")
+    assert transform.docs_are_due("scheduled") and transform.docs_are_due("manual")
+    assert transform.docs_are_due("backfill")
+    os.utime(tmp_path / "manifest.json", (3_000, 3_000))  # the project changed since the page was made
+    assert transform.docs_are_due("asset_triggered")
 
 
 @pytest.mark.parametrize("run_type, start, end, expected", [
