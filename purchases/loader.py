@@ -497,7 +497,8 @@ def start_offset(conn: psycopg.Connection, reader: PartitionReader, topic_id: st
 
     If the topic was recreated (its id changed: the embedded broker keeps topics in memory and comes back
     from a restart with new, empty ones), the stored offsets point into a log that no longer exists: the
-    new log is read from its start. event_ids already loaded stay deduplicated as always.
+    new log is read from its start. So is a log whose offsets were stored without a topic id (by a version
+    before topic ids were kept). event_ids already loaded stay deduplicated as always.
     """
     topic, partition = reader.config.topic, reader.partition
     with conn.transaction():
@@ -511,6 +512,13 @@ def start_offset(conn: psycopg.Connection, reader: PartitionReader, topic_id: st
             log.warning("%s[%d]: the topic was recreated (id %s -> %s); its stored next offset %d belongs to the "
                         "old log, reading the new one from offset %d", topic, partition, stored_id, topic_id,
                         stored, new_start)
+            stored = new_start
+        elif stored > 0:
+            # Stored before topic ids were kept (an upgraded warehouse): whose log it points into is unknown.
+            new_start = reader.log_start()
+            log.warning("%s[%d]: the stored next offset %d has no topic id, so it may belong to an older log; "
+                        "reading this one from offset %d (events already loaded are skipped as duplicates)",
+                        topic, partition, stored, new_start)
             stored = new_start
         conn.execute("update staging.kafka_offsets set topic_id = %s, next_offset = %s, updated_at = now() "
                      "where kafka_topic = %s and kafka_partition = %s", (topic_id, stored, topic, partition))

@@ -129,14 +129,19 @@ def test_a_topic_that_lost_its_log_stops_the_loader_until_the_offset_is_moved_on
         broker, warehouse_dsn, topic, staged, customers):
     """The embedded broker keeps its log in memory: after a restart the topic is back, empty, while the
     warehouse still says 'next offset 100'. The loader must neither wait forever nor skip silently."""
-    from purchases.loader import LogTruncated, main
+    from purchases.loader import LogTruncated, PartitionReader, main
 
     events = [make_event(customers[0], n) for n in range(5)]
     produce(broker.bootstrap, topic, [(None, e.to_bytes()) for e in events])
-    with psycopg.connect(warehouse_dsn) as conn:
-        conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
-                     "values (%s, 0, 100)", (topic,))
     config = LoaderConfig(broker.bootstrap, warehouse_dsn, topic, stall_check_seconds=1)
+    reader = PartitionReader(config, 0)
+    try:
+        topic_id = reader.topic_id()  # the same topic, as far as the broker tells: only its log is shorter
+    finally:
+        reader.close()
+    with psycopg.connect(warehouse_dsn) as conn:
+        conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset, topic_id) "
+                     "values (%s, 0, 100, %s)", (topic, topic_id))
     with pytest.raises(LogTruncated, match=r"stored next offset is 100 but the broker's log ends at 5.*rewind"):
         load_partition(config, 0, window_seconds=30)
     assert staged.count() == 0
@@ -193,3 +198,31 @@ def test_a_recreated_topic_is_read_from_its_start_and_nothing_is_doubled(warehou
     assert [(r.partition, r.start_offset, r.loaded, r.duplicates) for r in results] == [(0, 0, 0, 0), (1, 0, 2, 1)]
     assert set(staged.events()) == {e.event_id for e in before + after}
     assert staged.next_offset(1) == 3
+
+
+def test_offsets_stored_without_a_topic_id_are_not_trusted(warehouse_dsn, customers, tmp_path):
+    """A warehouse from before topic ids were kept has offsets with a NULL topic_id. If the embedded broker
+    restarted since, trusting them would skip the new log's first records; they are read again instead."""
+    from purchases.loader import load_available
+
+    from .helpers import OwnBroker, Staged
+
+    own = OwnBroker(tmp_path)
+    staged = Staged(warehouse_dsn, "untagged")
+    before = [make_event(customers[0], n) for n in range(4)]
+    after = [make_event(customers[1], n) for n in range(3)]
+    own.start({"untagged": 1})
+    try:
+        produce(own.bootstrap, "untagged", [(None, e.to_bytes()) for e in before])
+        assert sum(r.loaded for r in load_available(own.bootstrap, warehouse_dsn, "untagged")) == 4
+        with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+            conn.execute("update staging.kafka_offsets set topic_id = null where kafka_topic = 'untagged'")
+        own.stop()
+        own.start({"untagged": 1})
+        produce(own.bootstrap, "untagged", [(None, e.to_bytes()) for e in after])  # offsets 0..2 of a new log
+        results = load_available(own.bootstrap, warehouse_dsn, "untagged")
+    finally:
+        own.stop()
+    assert [(r.start_offset, r.loaded, r.duplicates) for r in results] == [(0, 3, 0)]
+    assert set(staged.events()) == {e.event_id for e in before + after}
+    assert staged.next_offset(0) == 3
