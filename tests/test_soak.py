@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import httpx
 import psycopg
 import pytest
@@ -111,7 +112,7 @@ async def post_purchases(base: str, customers: list[dict], total: int, on_progre
     for n in range(total):
         queue.put_nowait(n)
 
-    async def worker(client: httpx.AsyncClient):
+    async def worker(client: aiohttp.ClientSession):
         nonlocal retried, mismatched_retries
         while not queue.empty():
             n = queue.get_nowait()
@@ -120,20 +121,21 @@ async def post_purchases(base: str, customers: list[dict], total: int, on_progre
             body = {"product_name": f"soak item {n}", "quantity": 1 + n % 5, "unit_price": str(price),
                     "currency": ("USD", "EUR", "JPY")[n % 3]}
             headers = dict(customer["headers"], **{"Idempotency-Key": f"soak-{n}"})
-            answer = await client.post("/purchases", json=body, headers=headers)
-            if answer.status_code != 202:
-                refused[answer.status_code] += 1
-                continue
-            event_id = answer.json()["event_id"]
+            async with client.post("/purchases", json=body, headers=headers) as answer:
+                if answer.status != 202:
+                    refused[answer.status] += 1
+                    continue
+                event_id = (await answer.json())["event_id"]
             accepted[event_id] = (customer["id"], body["currency"], body["quantity"] * price)
             if n % 10 == 0:  # a client that did not see the answer retries with the same key
-                again = await client.post("/purchases", json=body, headers=headers)
-                retried += 1
-                mismatched_retries += again.status_code != 202 or again.json()["event_id"] != event_id
+                async with client.post("/purchases", json=body, headers=headers) as again:
+                    retried += 1
+                    mismatched_retries += again.status != 202 or (await again.json())["event_id"] != event_id
             on_progress(len(accepted))
 
-    async with httpx.AsyncClient(base_url=base, timeout=60,
-                                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=32)) as client:
+    # aiohttp: httpx spent ~7 ms of CPU per request here with 32 in flight, which made the client the limit.
+    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=32),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
         await asyncio.gather(*(worker(client) for _ in range(32)))
     return {"accepted": accepted, "retried": retried, "mismatched_retries": mismatched_retries,
             "refused": dict(refused)}
