@@ -68,6 +68,13 @@ async def buy(client: aiohttp.ClientSession, customer: Customer, n: int) -> None
             customer.accepted.append(((await answer.json())["event_id"], time.monotonic()))
 
 
+async def get_json(client: aiohttp.ClientSession, path: str, headers: dict) -> tuple[dict | None, float]:
+    """The answer's JSON (None unless 200) and the time it arrived."""
+    async with client.get(path, headers=headers) as answer:
+        body = await answer.json() if answer.status == 200 else None
+    return body, time.monotonic()
+
+
 async def watch_customer(client: aiohttp.ClientSession, headers: dict, expected: dict, interval: float,
                          observed: dict) -> None:
     """Polls one customer's list and spend, noting each change with the time its answer arrived (an upper
@@ -76,22 +83,16 @@ async def watch_customer(client: aiohttp.ClientSession, headers: dict, expected:
     last_ids, last_count = None, None
     while True:
         # Newest first: the newest few are enough, since a purchase counts as listed once a later one is.
-        async with client.get("/customers/me/purchases?limit=5", headers=headers) as page:
-            items = (await page.json())["items"] if page.status == 200 else None
-        now = time.monotonic()
-        if items is not None:
-            ids = tuple(item["event_id"] for item in items)
-            if ids != last_ids:
-                observed["listed"].append((now, ids))
-                last_ids = ids
-        async with client.get("/customers/me/spend", headers=headers) as spend:
-            totals = (await spend.json())["totals"] if spend.status == 200 else None
-        now = time.monotonic()
-        if totals is not None:
-            count = sum(t["purchase_count"] for t in totals)
-            if count != last_count:
-                observed["counted"].append((now, count))
-                last_count = count
+        page, now = await get_json(client, "/customers/me/purchases?limit=5", headers)
+        ids = tuple(item["event_id"] for item in page["items"]) if page else last_ids
+        if ids != last_ids:
+            observed["listed"].append((now, ids))
+            last_ids = ids
+        spend, now = await get_json(client, "/customers/me/spend", headers)
+        count = sum(t["purchase_count"] for t in spend["totals"]) if spend else last_count
+        if count != last_count:
+            observed["counted"].append((now, count))
+            last_count = count
         if "total" in expected:
             all_listed = expected["total"] == 0 or expected["last_event_id"] in (last_ids or ())
             if (all_listed and (last_count or 0) >= expected["total"]) or now > expected["deadline"]:

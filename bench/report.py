@@ -76,7 +76,17 @@ def main() -> None:
         verdict = met(figure)
         lines.append(f"| {name} | {figure['value']} | {figure['unit']} | {figure['baseline']} | {figure['ratio']} | "
                      f"{goal} | {'' if verdict is None else ('yes' if verdict else 'NO')} |")
+    for name in ("freshness_list_p95_s", "freshness_spend_p95_s"):
+        if name in figures:
+            figure, load = figures[name], figures[name].get("load", {})
+            lines += ["", f"{name}: p50 {figure.get('p50')} s, p95 {figure['value']} s, max {figure.get('max')} s; "
+                      f"load planned {load.get('rate_per_s')}/s from {load.get('customers')} customers for "
+                      f"{load.get('seconds')} s, achieved {load.get('achieved_rate_per_s')}/s, "
+                      f"{load.get('accepted')} accepted."]
     lines += ["", "![throughput](throughput.png)"] + (["", "![freshness](freshness.png)"] if has_freshness else [])
+    soak = RESULTS_DIR / "soak_latest.txt"
+    if soak.exists():
+        lines += ["", "Latest `make soak`:", "", *("    " + line for line in soak.read_text().splitlines())]
     missing = [n for n in GOALS if n not in figures]
     lines += ["", "Each figure's `*_is` / `baseline_is` field in latest.json says what its baseline is; load averages "
               "are recorded with the figures (the machine has 2 cores)."]
