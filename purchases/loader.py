@@ -99,6 +99,9 @@ class LoaderConfig:
     # A batch is committed once the partition is caught up (EOF), the cap is hit, or no record came for this
     # long: the last bound keeps a trickle of events from waiting for a full batch.
     idle_seconds: float = 0.3
+    # ...or once it has been collecting for this long: under a steady stream EOF and idle pauses may never
+    # come, and without this bound one batch took in two minutes of purchases before committing any.
+    batch_max_seconds: float = 1.0
     # How long one loader run keeps taking micro-batches before it ends (the DAG run then ends and the next
     # continuous run starts).
     window_seconds: float = 20.0
@@ -402,12 +405,13 @@ class PartitionReader:
         self._assigned_at = time.monotonic()
 
     def read_batch(self) -> tuple[list[Message], bool]:
-        """Records from the current position: until EOF, the cap or an idle pause. Returns (records, eof)."""
+        """Records from the current position: until EOF, the cap, an idle pause or batch_max_seconds.
+        Returns (records, eof)."""
         cap = self.config.batch_max_events
         messages: list[Message] = []
         eof = False
-        last_record_at = time.monotonic()
-        while len(messages) < cap:
+        last_record_at = started = time.monotonic()
+        while len(messages) < cap and time.monotonic() - started < self.config.batch_max_seconds:
             got = self.consumer.consume(min(cap - len(messages), 5_000), timeout=0.05)
             for message in got:
                 error = message.error()

@@ -111,3 +111,28 @@ def test_events_of_unknown_customers_are_rejected_not_loaded(broker, warehouse_d
     [(offset, reason, raw, event_id, customer_id)] = staged.rejected()
     assert (offset, bytes(raw), event_id, customer_id) == (1, bad.to_bytes(), bad.event_id, stranger)
     assert "unknown customer" in reason
+
+
+def test_a_steady_stream_is_committed_in_batches_of_bounded_age(broker, warehouse_dsn, topic, staged, customers):
+    """Under a steady stream EOF and idle pauses may never come; each batch still commits within
+    batch_max_seconds, so a purchase is listed within about a second instead of when the stream pauses."""
+    events = [make_event(customers[0], n) for n in range(150)]
+    stop = threading.Event()
+
+    def stream():  # one record every 20 ms for 3 s: never idle for idle_seconds
+        for event in events:
+            if stop.is_set():
+                return
+            produce(broker.bootstrap, topic, [(None, event.to_bytes())])
+            time.sleep(0.02)
+
+    producer = threading.Thread(target=stream)
+    producer.start()
+    try:
+        config = LoaderConfig(broker.bootstrap, warehouse_dsn, topic, idle_seconds=0.3, batch_max_seconds=0.5)
+        result = load_partition(config, 0, window_seconds=2.5)
+    finally:
+        stop.set()
+        producer.join()
+    assert result.batches >= 3, result.as_dict()
+    assert result.loaded == staged.count() > 0
