@@ -55,6 +55,7 @@ def main() -> None:  # noqa: C901 - one straight script
 
     from bench.results import record
     from purchases.broker import ensure_topic, start_embedded_broker
+    from purchases.processes import stop_process
     from purchases.warehouse import bootstrap, drop_database
 
     root = Path(__file__).resolve().parents[1]
@@ -214,12 +215,7 @@ wrk.headers["Authorization"] = "Bearer {token}"
             sys.exit("some requests to the API did not answer 202: see logs/bench_ingest_api.log")
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)
         drop_database(dsn)
         shutil.rmtree(work, ignore_errors=True)
 

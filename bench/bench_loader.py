@@ -35,6 +35,7 @@ from bench.results import record
 from purchases.broker import ensure_topic, start_embedded_broker
 from purchases.contract import parse_event
 from purchases.loader import STAGING_COLUMNS, LoaderConfig
+from purchases.processes import stop_process
 from purchases.warehouse import bootstrap, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,11 +213,7 @@ def main() -> None:
                load_average_1m=round(os.getloadavg()[0], 2),
                goal_ratio=0.5)
     finally:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
+        stop_process(broker)
         drop_database(dsn)
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 
+from purchases.processes import stop_process  # noqa: F401 - the tests import it from here
+
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / "logs" / "tests"
 
@@ -31,16 +33,6 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class ApiServer:

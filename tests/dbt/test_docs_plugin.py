@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from purchases import transform
+from purchases.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -65,12 +66,7 @@ def airflow_api(airflow_db, dbt_env, tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
         log.close()
 
 
