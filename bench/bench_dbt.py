@@ -42,16 +42,24 @@ from generate_series(1, %(customers)s) as i
 """
 
 # Purchases of `customers` customers, `count` of them spread evenly over `days` days ending `until`;
-# loaded a minute after they were made. Prices 1.00-100.99, 1-3 units, 70% USD, 20% EUR, 10% GBP.
+# loaded a minute after they were made, in one batch the quality gate passed (history: a day ago; new
+# events: now). Prices 1.00-100.99, 1-3 units, 70% USD, 20% EUR, 10% GBP.
 EVENTS_SQL = """
+with batch as (
+    insert into staging.loaded_batches (kafka_topic, loaded, checked_at)
+    values ('purchases', %(count)s, case when %(loaded_now)s then now() else now() - interval '1 day' end)
+    returning batch_id
+)
 insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity, unit_price,
-    currency, purchased_at, schema_version, extra, kafka_topic, kafka_partition, kafka_offset, loaded_at)
+    currency, purchased_at, schema_version, extra, kafka_topic, kafka_partition, kafka_offset, loaded_at,
+    batch_id)
 select gen_random_uuid(),
        ('00000000-0000-4000-8000-' || lpad(to_hex(1 + (i + %(offset)s) %% %(customers)s), 12, '0'))::uuid,
        'product ' || (i %% 500), null, 1 + i %% 3, (1 + ((i::bigint + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
        case when i %% 10 < 7 then 'USD' when i %% 10 < 9 then 'EUR' else 'GBP' end,
        purchased_at, 1, '{}'::jsonb, 'purchases', i %% 3, %(offset)s + i,
-       case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end
+       case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end,
+       (select batch_id from batch)
 from (
     select i, %(until)s::timestamptz - %(days)s * interval '1 day' * (i::float8 / %(count)s) as purchased_at
     from generate_series(1, %(count)s) as i

@@ -4,7 +4,7 @@ Everything runs on its own: an embedded broker on a free port, a scratch warehou
 end). Steps, all in one run:
 
 1. Produce N valid events (default 1,000,000; BENCH_LOADER_EVENTS to change) to a 3-partition topic.
-2. Loader: one `python -m purchases.loader load --until-idle` process per partition, in parallel, as the
+2. Loader: one `python -m purchases.load load --until-idle` process per partition, in parallel, as the
    mapped Airflow tasks run them. events/s = rows committed / wall time from launch to the last exit
    (process start-up included). Peak RSS = the largest loader process.
 3. Baseline, the physical limit: the same rows, already encoded (binary COPY format, taken back out of
@@ -34,7 +34,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench.results import record
 from purchases.broker import ensure_topic, start_embedded_broker
 from purchases.contract import parse_event
-from purchases.loader import STAGING_COLUMNS, LoaderConfig
+from purchases.load import LoaderConfig
+from purchases.load.records import STAGING_COLUMNS
 from purchases.processes import stop_process
 from purchases.warehouse import bootstrap, drop_database
 
@@ -89,7 +90,7 @@ def run_loaders(bootstrap_servers: str, dsn: str, parallel: int) -> tuple[float,
     """One loader process per partition, `parallel` at a time; wall time from the first launch to the last exit."""
     def launch(partition: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "purchases.loader", "--bootstrap-servers", bootstrap_servers, "--dsn", dsn,
+            [sys.executable, "-m", "purchases.load", "--bootstrap-servers", bootstrap_servers, "--dsn", dsn,
              "--topic", TOPIC, "load", "--partition", str(partition), "--window", "3600", "--until-idle",
              "--batch-max-events", str(BATCH_MAX_EVENTS)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

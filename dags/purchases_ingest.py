@@ -4,13 +4,13 @@ Table of contents (the work is in the `purchases` package; README.md, "Loading",
 
 * `purchases_ingest` (continuous, one run at a time): read the topic's partitions from the broker, then one
   mapped `load` task per partition loads micro-batches for `window_seconds`, each batch exactly once
-  (purchases.loader). `announce` emits the `staging_purchase_events_loaded` Asset with the run's offset
-  ranges when rows were loaded.
-* `purchases_quality` (on `staging_purchase_events_loaded`): Great Expectations on exactly those rows
-  (purchases.quality). Passing emits `staging_purchase_events`, which the transform DAG waits for; failing
+  (purchases.load). `announce` emits the `staging_purchase_events_loaded` Asset whenever loaded batches wait
+  for the quality gate (also those a failed load task committed).
+* `purchases_quality` (on `staging_purchase_events_loaded`): Great Expectations on exactly the rows of the
+  batches not passed yet (purchases.check). Passing emits `staging_purchase_events`, which the transform DAG waits for; failing
   fails the task and, through depends_on_past, holds every later check (and so the transform) until the
   data is fixed and the failed task is cleared. It is a DAG of its own so the loader never waits for it.
-* `purchases_replay` (manual): re-drive rejected records after a fix (purchases.replay).
+* `purchases_replay` (manual): re-drive rejected records after a fix (purchases.load.replay).
 """
 from __future__ import annotations
 
@@ -61,9 +61,9 @@ def purchases_ingest():
     # all_done: rows that some partitions committed are announced (and checked) even if another failed.
     @task(outlets=[STAGING_PURCHASE_EVENTS_LOADED], trigger_rule="all_done", retries=0)
     def announce(results, outlet_events=None) -> dict:
-        from purchases.ingest_tasks import announce as announce_increments
+        from purchases.ingest_tasks import announce as announce_waiting_batches
 
-        return announce_increments(results, outlet_events, STAGING_PURCHASE_EVENTS_LOADED)
+        return announce_waiting_batches(results, outlet_events, STAGING_PURCHASE_EVENTS_LOADED)
 
     # The run's state follows its leaves; announce (all_done) succeeds even when a load failed, so this leaf
     # makes the run fail visibly whenever any partition's load failed. An EmptyOperator: the scheduler settles
@@ -83,17 +83,14 @@ def purchases_ingest():
     catchup=False,
     tags=["purchases", "quality"],
     default_args={"retries": 2, "retry_delay": timedelta(seconds=10), "depends_on_past": True},
-    params={"increments": Param([], type="array",
-                                description="Extra increments to check, as announced by purchases_ingest.")},
     doc_md=__doc__,
 )
 def purchases_quality():
     @task(outlets=[STAGING_PURCHASE_EVENTS], execution_timeout=timedelta(minutes=10))
-    def quality_gate(params=None, triggering_asset_events=None, outlet_events=None, run_id=None) -> dict:
-        from purchases.ingest_tasks import increments_to_check, quality_gate as check
+    def quality_gate(outlet_events=None, run_id=None) -> dict:
+        from purchases.ingest_tasks import quality_gate as check
 
-        increments = increments_to_check(triggering_asset_events, params.get("increments"))
-        return check(increments, run_id, outlet_events, STAGING_PURCHASE_EVENTS)
+        return check(run_id, outlet_events, STAGING_PURCHASE_EVENTS)
 
     quality_gate()
 

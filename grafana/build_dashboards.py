@@ -52,6 +52,11 @@ def thresholds(*steps: tuple[float | None, str]) -> dict:
     return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in steps]}
 
 
+def by_name(field: str, *properties: dict) -> dict:
+    """A field override: `properties` for the column named `field`."""
+    return {"matcher": {"id": "byName", "options": field}, "properties": list(properties)}
+
+
 def stat_options() -> dict:
     return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
             "colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
@@ -132,6 +137,25 @@ SPEND_ALERTS_SQL = sql(f"""
     limit 200
 """)
 
+# How long a partition with lag may go without a commit before it counts as stuck: the `commit_max_age`
+# bound of the "Partition stuck" rule (grafana/provisioning/alerting/rules.yaml). Keep the two equal;
+# tests/grafana/test_partition_lag.py checks that the panel and the rule agree.
+PARTITION_STUCK_AFTER = "3 minutes"
+
+# One row per topic partition: its lag (records on the broker not committed to staging) and the age of its
+# last commit. `state` colours the row's verdict: red ("stuck") exactly when the rule would fire.
+PARTITION_LAG_SQL = sql(f"""
+    select kafka_topic as topic, kafka_partition as partition,
+           case when lag > 0 and coalesce(last_commit_at, '-infinity') < now() - interval '{PARTITION_STUCK_AFTER}'
+                     then 'stuck'
+                when lag > 0 then 'loading'
+                when log_end_offset is null then 'log end unknown'
+                else 'up to date' end as state,
+           lag, seconds_since_commit, next_offset, log_end_offset, last_commit_at, log_end_seen_at
+    from marts.partition_lag
+    order by kafka_topic, kafka_partition
+""")
+
 CUSTOMER_VARIABLE_SQL = sql("""
     select coalesce(username, customer_id::text) as __text, customer_id::text as __value
     from marts.dim_customers
@@ -162,6 +186,20 @@ def build() -> dict:
     count_plain = {"defaults": {"unit": "short", "decimals": 0,
                                 "thresholds": thresholds((None, "blue"))}, "overrides": []}
     money = {"defaults": {"unit": "none", "decimals": 2}, "overrides": []}
+    partition_lag = {
+        "defaults": {},
+        "overrides": [
+            by_name("state", {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    {"id": "mappings", "value": [{"type": "value", "options": {
+                        "stuck": {"text": "stuck", "color": "red", "index": 0},
+                        "loading": {"text": "loading", "color": "blue", "index": 1},
+                        "up to date": {"text": "up to date", "color": "green", "index": 2},
+                        "log end unknown": {"text": "log end unknown", "color": "transparent", "index": 3},
+                    }}]}),
+            by_name("lag", {"id": "unit", "value": "short"}, {"id": "decimals", "value": 0}),
+            by_name("seconds_since_commit", {"id": "unit", "value": "s"}, {"id": "decimals", "value": 0}),
+        ],
+    }
     panels = [
         panel(1, "stat", "Pipeline freshness", (0, 0, 6, 4), [target(FRESHNESS_SQL)],
               "Seconds since the newest event reached staging (loader). Red past 10 minutes: see the "
@@ -174,7 +212,14 @@ def build() -> dict:
         panel(4, "stat", "Loaded, not yet in marts", (18, 0, 6, 4), [target(TRANSFORM_BACKLOG_SQL)],
               "Events in staging that the last dbt run has not carried into marts yet.", count_plain,
               stat_options()),
-        panel(5, "timeseries", "Spend per day by currency", (0, 4, 12, 9),
+        panel(10, "table", "Partition lag", (0, 4, 24, 6), [target(PARTITION_LAG_SQL)],
+              "Per topic partition (marts.partition_lag): lag = records on the broker the loader has not "
+              "committed to staging yet, and the seconds since it last committed a batch there. State "
+              f"'stuck' (red): lag and no commit for {PARTITION_STUCK_AFTER}, the bound of the 'Partition "
+              "stuck' alert rule; 'loading': lag, and commits keep coming; 'up to date': no lag, however "
+              "old the last commit (a quiet partition).", partition_lag,
+              {"showHeader": True, "cellHeight": "sm"}),
+        panel(5, "timeseries", "Spend per day by currency", (0, 10, 12, 9),
               [target(SPEND_PER_DAY_SQL, fmt="time_series")],
               "Daily spend (marts.customer_spend_daily) of the selected customers, one series per currency.",
               {"defaults": {"unit": "none", "decimals": 2,
@@ -182,24 +227,24 @@ def build() -> dict:
                "overrides": []},
               {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["sum"]},
                "tooltip": {"mode": "multi"}}),
-        panel(6, "barchart", "Top customers by spend ($top_n)", (12, 4, 12, 9),
+        panel(6, "barchart", "Top customers by spend ($top_n)", (12, 10, 12, 9),
               [target(TOP_CUSTOMERS_SQL)],
               "The customers who spent most in the selected time range, per currency "
               "(amounts in different currencies are not converted).", money,
               {"orientation": "horizontal", "xField": "customer", "showValue": "auto",
                "legend": {"showLegend": False}, "barWidth": 0.8}),
-        panel(7, "timeseries", "Purchases per minute", (0, 13, 12, 8),
+        panel(7, "timeseries", "Purchases per minute", (0, 19, 12, 8),
               [target(PURCHASES_PER_MINUTE_SQL, fmt="time_series")],
               "Purchases per minute by purchase time, from marts.customer_purchases (so they appear "
               "once dbt has run).",
               {"defaults": {"unit": "short", "decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80}},
                "overrides": []},
               {"legend": {"showLegend": False}, "tooltip": {"mode": "single"}}),
-        panel(8, "table", "Rejected events by reason", (12, 13, 12, 8), [target(REJECTED_BY_REASON_SQL)],
+        panel(8, "table", "Rejected events by reason", (12, 19, 12, 8), [target(REJECTED_BY_REASON_SQL)],
               "Why the loader rejected records in the selected time range. Replay them from staging "
               "once the cause is fixed.", {"defaults": {}, "overrides": []},
               {"showHeader": True, "sortBy": [{"displayName": "events", "desc": True}]}),
-        panel(9, "table", "Spend alerts", (0, 21, 24, 8), [target(SPEND_ALERTS_SQL)],
+        panel(9, "table", "Spend alerts", (0, 27, 24, 8), [target(SPEND_ALERTS_SQL)],
               "Customers whose spend crossed a threshold (marts.spend_alerts): lifetime crossings, and "
               "daily crossings on days in the selected time range. The same rows drive the "
               "'Customer spend over threshold' alert rule.", {"defaults": {}, "overrides": []},

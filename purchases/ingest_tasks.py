@@ -36,7 +36,7 @@ def warehouse_dsn(conn_id: str = WAREHOUSE_CONN_ID) -> str:
 
 
 def loader_config(window_seconds: float, batch_max_events: int):
-    from purchases.loader import LoaderConfig
+    from purchases.load import LoaderConfig
     from purchases.settings import Settings
 
     settings = kafka_settings()
@@ -50,7 +50,7 @@ def topic_partitions() -> list[int]:
     from confluent_kafka import KafkaException
 
     from purchases.broker import partitions_of
-    from purchases.loader import BrokerUnavailable
+    from purchases.load import BrokerUnavailable
     from purchases.settings import Settings
 
     bootstrap = kafka_settings()["bootstrap.servers"]
@@ -69,7 +69,7 @@ def topic_partitions() -> list[int]:
 def load(partition: int, window_seconds: float, batch_max_events: int) -> dict[str, Any]:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from purchases.loader import load_partition
+    from purchases.load import load_partition
 
     config = loader_config(window_seconds, batch_max_events)
     hook = PostgresHook(postgres_conn_id=WAREHOUSE_CONN_ID)
@@ -79,44 +79,40 @@ def load(partition: int, window_seconds: float, batch_max_events: int) -> dict[s
 
 
 def announce(results: Iterable[Mapping[str, Any] | None], outlet_events, asset) -> dict[str, Any]:
-    """Attach this run's increments to the 'loaded' Asset event, or skip (no event) when nothing was loaded."""
+    """Emit the 'loaded' Asset event whenever batches wait for the quality gate, or skip when none do.
+
+    The gate finds its batches in the warehouse (staging.loaded_batches), not in this run's results: rows
+    that a load task committed before it failed are checked as well."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    increments = [dict(r) for r in results if r and r.get("loaded")]
-    rejected = sum(r.get("rejected", 0) for r in results if r)
-    if not increments:
-        raise AirflowSkipException(f"no new rows in staging this run ({rejected} records rejected)")
-    summary = {"kind": "offsets", "increments": increments, "rows": sum(r["loaded"] for r in increments),
-               "rejected": rejected}
+    import psycopg
+
+    from purchases.check.batches import any_unchecked
+
+    done = [dict(r) for r in results if r]
+    summary = {"loaded": sum(r.get("loaded", 0) for r in done), "rejected": sum(r.get("rejected", 0) for r in done),
+               "partitions": {r["partition"]: r["next_offset"] for r in done}}
+    with psycopg.connect(warehouse_dsn(), autocommit=True) as conn:
+        waiting = any_unchecked(conn)
+    if not waiting:
+        raise AirflowSkipException(f"no batch waits for the quality gate ({summary})")
     outlet_events[asset].extra = summary
     return summary
 
 
-def increments_to_check(triggering_asset_events: Mapping[Any, Iterable[Any]] | None,
-                        params_increments: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    increments = [dict(i) for i in params_increments or []]
-    for events in (triggering_asset_events or {}).values():
-        for event in events:
-            extra = getattr(event, "extra", None) or {}
-            increments.extend(dict(i) for i in extra.get("increments", []))
-    return increments
-
-
-def quality_gate(increments: list[dict[str, Any]], run_name: str, outlet_events, asset) -> dict[str, Any]:
+def quality_gate(run_name: str, outlet_events, asset) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from purchases.quality import QualityGateFailed, run_quality_gate
+    from purchases.check import QualityGateFailed, run_quality_gate
 
-    if not increments:
-        raise AirflowSkipException("no increment to check")
     try:
-        result = run_quality_gate(warehouse_dsn(), increments, run_name=run_name)
+        result = run_quality_gate(warehouse_dsn(), run_name=run_name)
     except QualityGateFailed as exc:
         # Bad rows do not get better by retrying: fail now, visibly, and hold the transform back.
         raise AirflowFailException(str(exc)) from None
     if result.rows == 0:
-        raise AirflowSkipException("the increments hold no rows")
-    outlet_events[asset].extra = {"rows": result.rows, "data_docs": result.data_docs}
+        raise AirflowSkipException(f"no new rows passed the gate ({result.batches} batches without rows)")
+    outlet_events[asset].extra = {"rows": result.rows, "batches": result.batches, "data_docs": result.data_docs}
     return result.as_dict()
 
 
@@ -124,15 +120,12 @@ def replay(reason_contains: str | None, rejection_ids: list[int] | None, dry_run
            asset) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from purchases.replay import replay as run_replay
+    from purchases.load.replay import replay as run_replay
 
     result = run_replay(warehouse_dsn(), reason_contains=reason_contains or None,
                         rejection_ids=rejection_ids or None, dry_run=dry_run)
     log.info("replay: %s", result.as_dict())
     if dry_run or result.loaded == 0:
         raise AirflowSkipException(f"nothing new loaded: {result.as_dict()}")
-    outlet_events[asset].extra = {"kind": "replay", "increments": [{"kind": "replay",
-                                                                    "replayed_at": result.replayed_at,
-                                                                    "loaded": result.loaded}],
-                                  "rows": result.loaded}
+    outlet_events[asset].extra = {"kind": "replay", "batch_id": result.batch_id, "loaded": result.loaded}
     return result.as_dict()

@@ -1,6 +1,7 @@
 """Helpers the test folders share: free ports, waiting for readiness, and the real processes they start."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,13 @@ from purchases.processes import stop_process  # noqa: F401 - the tests import it
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / "logs" / "tests"
+# `make fuzz` sets this: the generated-input tests (hypothesis) then run FUZZ_FACTOR times their examples.
+FUZZ_FACTOR = 25 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 1
+
+
+def examples(in_make_test: int) -> int:
+    """How many generated examples a test runs: enough for `make test`'s time budget, more in `make fuzz`."""
+    return in_make_test * FUZZ_FACTOR
 
 
 def free_port() -> int:
@@ -55,3 +63,12 @@ class ApiServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def pass_quality_gate(conn) -> None:
+    """What the loader and the quality gate do for rows a test put into staging by hand: give them one batch
+    that the gate passed (staging.loaded_batches), so that the marts read them."""
+    conn.execute("""with batch as (insert into staging.loaded_batches (kind, kafka_topic, loaded, checked_at)
+                                   values ('test', 'purchases', 0, clock_timestamp()) returning batch_id)
+                    update staging.purchase_events set batch_id = (select batch_id from batch)
+                    where batch_id is null""")

@@ -23,7 +23,7 @@ def customer(client: httpx.Client) -> dict:
 
 
 def test_broker_outage_gives_503_then_recovers_without_restart(api_server, broker, warehouse_dsn):
-    from purchases.loader import load_available  # the loader's one-shot entry point
+    from purchases.load import load_available  # the loader's one-shot entry point
 
     client = httpx.Client(base_url=api_server.url, timeout=30)
     headers = customer(client)

@@ -31,7 +31,7 @@ def run_dag(dag_id: str, **conf):
     return run
 
 
-def announced_increments(since) -> list[dict]:
+def announcements(since) -> list[dict]:
     """What purchases_ingest announced on its Asset (the scheduler hands it to purchases_quality)."""
     from airflow import settings
     from airflow.models.asset import AssetEvent, AssetModel
@@ -39,7 +39,7 @@ def announced_increments(since) -> list[dict]:
     with settings.Session() as session:
         events = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
                   .filter(AssetModel.name == "staging_purchase_events_loaded", AssetEvent.timestamp >= since).all())
-        return [increment for event in events for increment in event.extra.get("increments", [])]
+        return [event.extra for event in events]
 
 
 def sign_up(client: httpx.Client, name: str) -> dict:
@@ -76,9 +76,8 @@ def test_purchases_flow_from_http_to_marts(api_server, airflow_db, warehouse_dsn
 
     ingest_started = datetime.now(timezone.utc)
     run_dag("purchases_ingest", window_seconds=3)
-    increments = announced_increments(ingest_started)
-    assert increments, "the ingest run loaded rows, so it must announce them"
-    run_dag("purchases_quality", increments=increments)
+    assert announcements(ingest_started), "the ingest run loaded rows, so it must announce them"
+    run_dag("purchases_quality")
     run_dag("purchases_transform")
 
     ours = ([ada["id"], bob["id"]],)  # other tests share the session's warehouse

@@ -17,9 +17,12 @@
 {#-
     The same, read when the model runs and written into its SQL as a literal: the planner then knows the
     range is recent (a handful of rows, read through the index) rather than guessing a third of the table.
+    A model built before `column` existed (an upgraded warehouse) has no watermark yet: -infinity, so the
+    first run reads everything once and the anti-join of the model skips what is already there.
 -#}
 {% macro watermark_literal(column) -%}
-    {%- if execute and is_incremental() -%}
+    {%- if execute and is_incremental()
+          and column in adapter.get_columns_in_relation(this) | map(attribute='name') | list -%}
         {%- set newest = run_query(
             "select coalesce(max(" ~ column ~ "), '-infinity'::timestamptz)::text from " ~ this
         ).columns[0].values()[0] -%}

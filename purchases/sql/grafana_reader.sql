@@ -5,7 +5,7 @@
 --
 -- Why views over staging live in `marts`: Grafana may read `marts` only, yet the pipeline's health
 -- (is the loader keeping up, what does it reject) is only visible in `staging`. These views expose
--- timestamps, counts and rejection reasons, never customers' data or the raw rejected records.
+-- timestamps, counts, offsets and rejection reasons, never customers' data or the raw rejected records.
 -- They read only `staging` tables: a view over a dbt model would be dropped by the CASCADE with which
 -- dbt replaces a table, so queries that combine staging and dbt models are written in Grafana instead.
 
@@ -44,6 +44,24 @@ create or replace view marts.rejected_events_recent as
 select rejection_id, rejected_at, reason, kafka_partition, replayed_at
 from staging.purchase_events_rejected
 where rejected_at > now() - interval '30 days';
+
+-- One row per topic partition the loader knows of, from what it committed (staging.kafka_offsets) and what
+-- it last saw of the partition's log (staging.kafka_log_ends, written outside the batch transactions): a
+-- partition whose batches keep failing still shows its lag, and that its last commit grows old. Either row
+-- may be missing: no offsets row means nothing committed yet (next offset 0, last_commit_at NULL); no log
+-- end row (a loader from before it recorded them) means the lag is unknown, shown as 0.
+create or replace view marts.partition_lag as
+select
+    kafka_topic,
+    kafka_partition,
+    coalesce(o.next_offset, 0) as next_offset,
+    e.log_end_offset,
+    greatest(coalesce(e.log_end_offset - coalesce(o.next_offset, 0), 0), 0) as lag,
+    o.updated_at as last_commit_at,
+    extract(epoch from now() - o.updated_at)::numeric(14, 3) as seconds_since_commit,
+    e.seen_at as log_end_seen_at
+from staging.kafka_offsets o
+full join staging.kafka_log_ends e using (kafka_topic, kafka_partition);
 
 do $do$
 begin

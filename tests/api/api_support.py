@@ -80,6 +80,6 @@ def read_topic(bootstrap: str, topic: str = API_TOPIC, timeout: float = 30) -> l
 
 def record_purchases(bootstrap: str, dsn: str) -> int:
     """Runs the real loader once over the API tests' topic. Returns how many rows it loaded."""
-    from purchases.loader import load_available
+    from purchases.load import load_available
 
     return sum(result.loaded for result in load_available(bootstrap, dsn, topic=API_TOPIC))

@@ -15,9 +15,9 @@ GOOD = {"product_name": "Coffee beans", "description": "1 kg, whole", "quantity"
         "currency": "USD"}
 
 
-def events_on_topic(api) -> dict:
-    """event_id -> (kafka key, parsed event) for every record the API produced so far."""
-    return {str(event.event_id): (message.key(), event)
+def events_on_topic(api, raw: bool = False) -> dict:
+    """event_id -> (kafka key, or with raw the record's bytes; parsed event) for every record the API produced."""
+    return {str(event.event_id): (message.value() if raw else message.key(), event)
             for message in read_topic(api.bootstrap) for event in [parse_event(message.value())]}
 
 
@@ -35,13 +35,15 @@ def test_a_purchase_is_accepted_once_the_event_is_on_the_broker(api, client, cus
 
 
 def test_prices_as_numbers_defaults_and_given_times_are_kept_exactly(api, client, customer):
-    bought_at = "2026-01-02T03:04:05.678+02:00"
+    """The event carries the purchase as the contract normalises it: the time in UTC, the price with 2 places."""
+    bought_at = (datetime.now(timezone.utc) - timedelta(days=3)).astimezone(timezone(timedelta(hours=20)))
     answer = client.post("/purchases", headers=customer.headers, content=json.dumps(
-        {"product_name": "Filter", "quantity": 3.0, "unit_price": 0.1, "purchased_at": bought_at}))
+        {"product_name": "Filter", "quantity": 3.0, "unit_price": 0.1, "purchased_at": bought_at.isoformat()}))
     assert answer.status_code == 202, answer.text
-    _, event = events_on_topic(api)[answer.json()["event_id"]]
-    assert (event.quantity, event.unit_price, event.currency, event.description) == (3, Decimal("0.1"), "USD", None)
-    assert event.purchased_at == datetime.fromisoformat(bought_at)
+    raw, event = events_on_topic(api, raw=True)[answer.json()["event_id"]]
+    assert (event.quantity, event.unit_price, event.currency, event.description) == (3, Decimal("0.10"), "USD", None)
+    assert event.purchased_at == bought_at and event.purchased_at.utcoffset() == timedelta(0)
+    assert b'"unit_price":"0.10"' in raw and bought_at.astimezone(timezone.utc).isoformat()[:19].encode() in raw
 
 
 def test_the_same_idempotency_key_gives_the_same_event_id_per_customer(client, customer, other_customer):
@@ -90,6 +92,12 @@ def test_a_retried_purchase_is_recorded_once(client, customer, stage, api_dsn):
     ({"description": "x" * 2001}, "description"),
     ({"purchased_at": "2026-01-02T03:04:05"}, "purchased_at"),  # no offset
     ({"purchased_at": "yesterday"}, "purchased_at"),
+    ({"purchased_at": "1999-12-31T23:59:59Z"}, "purchased_at"),  # before the contract's earliest day
+    ({"purchased_at": "0001-01-01T00:00:00Z"}, "purchased_at"),
+    ({"product_name": "   "}, "product_name"),  # blank
+    ({"product_name": "two\nlines"}, "product_name"),  # control characters
+    ({"product_name": "nul\u0000"}, "product_name"),
+    ({"description": "escape \u001b[31m"}, "description"),
     ({"customer_id": str(uuid.uuid4())}, "customer_id"),  # ids are never taken from the client
     ({"event_id": str(uuid.uuid4())}, "event_id"),
 ])
@@ -97,6 +105,16 @@ def test_invalid_purchases_answer_422_naming_the_field(client, customer, change,
     answer = client.post("/purchases", json={**GOOD, **change}, headers=customer.headers)
     assert answer.status_code == 422, answer.text
     assert [error["loc"] for error in answer.json()["detail"]] == [["body", field]]
+
+
+def test_a_purchase_dated_more_than_30_days_back_is_refused(client, customer):
+    now = datetime.now(timezone.utc)
+    too_old = (now - timedelta(days=30, minutes=1)).isoformat()
+    old_enough = (now - timedelta(days=29, hours=23)).isoformat()
+    refused = client.post("/purchases", json={**GOOD, "purchased_at": too_old}, headers=customer.headers)
+    assert refused.status_code == 422 and "30 days" in refused.json()["detail"][0]["msg"]
+    assert client.post("/purchases", json={**GOOD, "purchased_at": old_enough},
+                       headers=customer.headers).status_code == 202
 
 
 def test_a_purchase_in_the_future_is_refused(client, customer):

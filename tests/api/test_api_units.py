@@ -10,6 +10,8 @@ import jwt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import purchase_bodies
+from support import examples
 
 from ingest_api.batch_events import batch_event_bytes, batch_event_ids, time_ordered_ids
 from ingest_api.core import login_limiter
@@ -106,19 +108,10 @@ def test_passwords_are_argon2id_hashes():
 
 # A batch's events are built in bulk; they must be exactly what the contract's build_event writes.
 
-purchase_requests = st.builds(
-    PurchaseRequest,
-    product_name=st.text(min_size=1, max_size=200),
-    description=st.none() | st.text(max_size=300),
-    quantity=st.integers(1, 10_000),
-    unit_price=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("1000000"), places=2),
-    currency=st.from_regex(r"\A[A-Z]{3}\Z"),
-    purchased_at=st.none() | st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2025, 12, 31),
-                                          timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))])),
-)
+purchase_requests = purchase_bodies().map(PurchaseRequest.model_validate)
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=examples(200), deadline=None, database=None)
 @given(purchases=st.lists(purchase_requests, min_size=1, max_size=5), key=st.none() | st.text(min_size=1, max_size=20))
 def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
     customer, now = uuid.uuid4(), datetime.now(timezone.utc)

@@ -107,16 +107,21 @@ def add_customers(dsn: str) -> None:
                 (customer_id, username))
 
 
-def load_purchases(dsn: str, purchases: list[Purchase], loaded_at: datetime | None = None) -> None:
-    """Inserts as the loader does (one transaction; loaded_at its start unless given; first copy wins)."""
+def load_purchases(dsn: str, purchases: list[Purchase], passed_at: datetime | None = None) -> None:
+    """Inserts as the loader does (one transaction, one batch; first copy wins), and passes the batch as the
+    quality gate does (at `passed_at` if given, else now)."""
     with psycopg.connect(dsn) as conn, conn.cursor() as cursor:
+        (batch_id,) = cursor.execute(
+            "insert into staging.loaded_batches (kafka_topic, kafka_partition, loaded, checked_at) "
+            "values ('purchases', 0, %s, coalesce(%s, clock_timestamp())) returning batch_id",
+            (len(purchases), passed_at)).fetchone()
         cursor.executemany(
             "insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity,"
             " unit_price, currency, purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset,"
-            " loaded_at) values (%s, %s, %s, null, %s, %s, %s, %s, 1, 'purchases', 0, %s, coalesce(%s, now()))"
+            " batch_id) values (%s, %s, %s, null, %s, %s, %s, %s, 1, 'purchases', 0, %s, %s)"
             " on conflict (event_id) do nothing",
             [(p.event_id, p.customer_id, f"product {p.number}", p.quantity, p.unit_price, p.currency,
-              p.purchased_at, p.number, loaded_at) for p in purchases])
+              p.purchased_at, p.number, batch_id) for p in purchases])
 
 
 def days_between(first: str, last: str) -> list[str]:

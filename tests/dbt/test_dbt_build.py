@@ -184,12 +184,12 @@ def test_reconciliation_tests_fail_when_marts_drift(dbt_env, db):
     failed = dbt("test", *reconcile_spend, check=False)
     assert failed["returncode"] != 0 and set(statuses(failed).values()) == {"fail"}
 
-    # An event whose loader transaction committed long after it started (loaded_at 2 hours before the
-    # newest one, beyond the incremental lookback) is missed by incremental runs: the reconciliation
-    # says so, and a backfill of its purchase day picks it up.
+    # An event whose gate run committed long after it started (passed_at 2 hours before the newest one,
+    # beyond the incremental lookback) is missed by incremental runs: the reconciliation says so, and a
+    # backfill of its purchase day picks it up.
     late = purchase(12, BOB, "USD", 1, "1.00", "2024-03-04T12:00:00+00:00")
-    newest = db.execute("select max(loaded_at) from marts.customer_purchases").fetchone()[0]
-    load_purchases(dbt_env["dsn"], [late], loaded_at=newest - timedelta(hours=2))
+    newest = db.execute("select max(passed_at) from marts.customer_purchases").fetchone()[0]
+    load_purchases(dbt_env["dsn"], [late], passed_at=newest - timedelta(hours=2))
     dbt("run", "--select", "customer_purchases")
     failed = dbt("test", *reconcile_staging, check=False)
     assert failed["returncode"] != 0 and set(statuses(failed).values()) == {"fail"}

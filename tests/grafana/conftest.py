@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from support import pass_quality_gate
 
 from purchases.roles import drop_reader_role, ensure_reader_role
 from purchases.warehouse import bootstrap, drop_database
@@ -112,6 +113,7 @@ def _insert(dsn: str, customers: dict[str, uuid.UUID], purchases: list[Purchase]
                    values (%s, %s, 'thing', 1, %s, %s, %s, 1, 'purchases', %s, %s, %s)""",
                 (p.event_id, customers[p.username], p.amount, p.currency, p.purchased_at, offset % 3, offset,
                  p.loaded_at))
+        pass_quality_gate(conn)
         for offset, (rejected_at, reason) in enumerate(rejected):
             conn.execute(
                 """insert into staging.purchase_events_rejected (reason, raw_value, kafka_topic, kafka_partition,

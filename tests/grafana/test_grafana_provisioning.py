@@ -124,7 +124,7 @@ def test_dashboard_shape(dashboard, datasources):
 def test_dashboard_has_the_requested_panels(dashboard):
     titles = " | ".join(p["title"] for p in dashboard["panels"])
     for wanted in ("Top customers by spend", "Spend per day by currency", "Purchases per minute",
-                   "Pipeline freshness", "Rejected events, last hour"):
+                   "Pipeline freshness", "Rejected events, last hour", "Partition lag"):
         assert wanted in titles
 
 
@@ -200,7 +200,7 @@ def test_alert_rules_shape(rule_groups, dashboard, datasources):
                     assert model["rawSql"].strip() and "marts." in model["rawSql"]
                     assert query["relativeTimeRange"]["from"] > query["relativeTimeRange"]["to"] >= 0
     assert len(uids) == len(set(uids))
-    assert {"purchases-spend-over-threshold", "purchases-pipeline-stale"} <= set(uids)
+    assert {"purchases-spend-over-threshold", "purchases-pipeline-stale", "purchases-partition-stuck"} <= set(uids)
 
 
 def test_webhook_contact_point_takes_its_url_from_the_environment(contact_points):

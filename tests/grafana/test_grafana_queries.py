@@ -102,13 +102,13 @@ ALL_SELECTED = {"customer": ALL, "currency": ALL, "top_n": "10"}
 
 def test_reader_reads_marts_built_after_it_was_created(warehouse):
     for table in ("customer_purchases", "dim_customers", "customer_spend_daily", "customer_spend", "spend_alerts",
-                  "pipeline_freshness", "staged_event_loads", "rejected_events_recent"):
+                  "pipeline_freshness", "staged_event_loads", "rejected_events_recent", "partition_lag"):
         columns, _ = run_as_reader(warehouse, f"select * from marts.{table} limit 1")
         assert columns, table
 
 
 @pytest.mark.parametrize("table", ["app.customers", "staging.purchase_events", "staging.purchase_events_rejected",
-                                   "staging.kafka_offsets"])
+                                   "staging.kafka_offsets", "staging.kafka_log_ends"])
 def test_reader_cannot_read_outside_marts(warehouse, table):
     with pytest.raises(errors.InsufficientPrivilege):
         run_as_reader(warehouse, f"select * from {table} limit 1")

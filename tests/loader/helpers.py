@@ -79,6 +79,11 @@ class Staged:
                           "from staging.purchase_events_rejected where kafka_topic = %s order by kafka_offset",
                           self.topic)
 
+    def passed(self) -> int:
+        """Rows of this topic that the quality gate passed (what the marts may read)."""
+        return self.query("select count(*) from staging.purchase_events_passed where kafka_topic = %s",
+                          self.topic)[0][0]
+
     def next_offset(self, partition: int = 0) -> int | None:
         rows = self.query("select next_offset from staging.kafka_offsets where kafka_topic = %s "
                           "and kafka_partition = %s", self.topic, partition)

@@ -54,12 +54,28 @@ def dag_topic(broker, monkeypatch):
     return topic
 
 
-def test_ingest_dag_loads_every_partition_and_announces_the_increment(airflow_db, broker, warehouse_dsn, dag_topic,
-                                                                      customers):
+@pytest.fixture
+def gate_caught_up(warehouse_dsn):
+    """The gate has passed every batch other tests of this database loaded: what a test's gate run checks is
+    its own. Batches a test leaves failing are passed afterwards, so they hold back no later test."""
+    import psycopg
+
+    def catch_up():
+        with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+            conn.execute("update staging.loaded_batches set checked_at = now() where checked_at is null")
+
+    catch_up()
+    yield
+    catch_up()
+
+
+def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_releases_the_asset(
+        airflow_db, broker, warehouse_dsn, dag_topic, customers, gate_caught_up, monkeypatch, tmp_path):
     from datetime import datetime, timezone
 
     from .helpers import Staged
 
+    monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
     started = datetime.now(timezone.utc)
     staged = Staged(warehouse_dsn, dag_topic)
     events = {p: [make_event(customers[0], n) for n in range(20 + p)] for p in (0, 1)}
@@ -74,66 +90,83 @@ def test_ingest_dag_loads_every_partition_and_announces_the_increment(airflow_db
                                 "every_partition_loaded": ["success"]}
     assert staged.count() == 41
     [extra] = asset_events("staging_purchase_events_loaded", started)
-    assert extra["rows"] == 41
-    assert sorted((i["partition"], i["start_offset"], i["next_offset"]) for i in extra["increments"]) == \
-        [(0, 0, 20), (1, 0, 21)]
+    assert (extra["loaded"], extra["partitions"]) == (41, {"0": 20, "1": 21})
+    assert staged.passed() == 0  # loaded, not yet passed by the gate: the marts cannot read them
 
-    # A second run finds nothing new: no Asset event, so the quality gate and the transform stay idle.
+    gate = module.quality_dag.test()
+    assert task_states(gate) == {"quality_gate": ["success"]}
+    [passed] = asset_events("staging_purchase_events", started)
+    assert passed["rows"] == 41
+    assert staged.passed() == 41
+    assert (tmp_path / "docs" / "index.html").exists()
+    assert list((tmp_path / "docs" / "validations").rglob("*.html"))
+
+    # A second run finds nothing new and no batch waits: no Asset event, the gate and the transform stay idle.
     again = module.ingest_dag.test(run_conf={"window_seconds": 1})
     assert task_states(again)["announce"] == ["skipped"]
     assert len(asset_events("staging_purchase_events_loaded", started)) == 1
 
 
-def test_quality_gate_passes_on_good_rows_and_releases_the_staging_asset(
-        airflow_db, broker, warehouse_dsn, topic, customers, monkeypatch, tmp_path):
+def test_rows_a_failed_load_task_committed_still_reach_the_gate(
+        airflow_db, broker, warehouse_dsn, topic, customers, gate_caught_up):
+    """A load task that committed batches and then failed returns no result; announce finds its batches in
+    the warehouse all the same, and the gate checks them."""
     from datetime import datetime, timezone
 
-    from purchases.loader import LoaderConfig, load_partition
+    from purchases.ingest_tasks import announce
 
-    monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
+    from purchases.assets import STAGING_PURCHASE_EVENTS_LOADED
+    from purchases.load import LoaderConfig, load_partition
+
     started = datetime.now(timezone.utc)
-    produce(broker.bootstrap, topic, [(None, make_event(customers[1], n).to_bytes()) for n in range(30)])
-    increment = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
-                               stop_when_idle=True).as_dict()
+    produce(broker.bootstrap, topic, [(None, make_event(customers[1], n).to_bytes()) for n in range(5)])
+    load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30, stop_when_idle=True)
 
-    run = load_dag_module().quality_dag.test(run_conf={"increments": [increment]})
+    class OutletEvents(dict):
+        def __missing__(self, key):
+            self[key] = type("Event", (), {"extra": None})()
+            return self[key]
 
+    outlets = OutletEvents()
+    assert announce([None, None], outlets, STAGING_PURCHASE_EVENTS_LOADED)["loaded"] == 0
+    assert outlets[STAGING_PURCHASE_EVENTS_LOADED].extra is not None
+
+    run = load_dag_module().quality_dag.test()
     assert task_states(run) == {"quality_gate": ["success"]}
-    [extra] = asset_events("staging_purchase_events", started)
-    assert extra["rows"] == 30
-    assert (tmp_path / "docs" / "index.html").exists()
-    assert list((tmp_path / "docs" / "validations").rglob("*.html"))
+    [passed] = asset_events("staging_purchase_events", started)
+    assert passed["rows"] == 5
 
 
-def test_quality_gate_failure_fails_the_task_and_holds_back_the_transform(
-        airflow_db, broker, warehouse_dsn, topic, monkeypatch, tmp_path):
+def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts(
+        airflow_db, broker, warehouse_dsn, topic, gate_caught_up, monkeypatch, tmp_path):
     from datetime import datetime, timezone
 
     import psycopg
 
-    from purchases.loader import LoaderConfig, load_partition
-    from purchases.quality import QualityGateFailed, run_quality_gate
+    from purchases.check import QualityGateFailed, run_quality_gate
+    from purchases.load import LoaderConfig, load_partition
 
-    from .helpers import add_customers
+    from .helpers import Staged, add_customers
 
     monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
     [doomed] = add_customers(warehouse_dsn, 1)
     produce(broker.bootstrap, topic, [(None, make_event(doomed, n).to_bytes()) for n in range(3)])
-    increment = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
-                               stop_when_idle=True).as_dict()
-    assert increment["loaded"] == 3
+    loaded = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
+                            stop_when_idle=True)
+    assert loaded.loaded == 3
     with psycopg.connect(warehouse_dsn) as conn:  # the customer disappears after the load: rows now orphaned
         conn.execute("delete from app.customers where customer_id = %s", (doomed,))
 
-    with pytest.raises(QualityGateFailed, match="known customer.*3 unexpected"):
-        run_quality_gate(warehouse_dsn, [increment])
+    with pytest.raises(QualityGateFailed, match="known customer.*3 unexpected.*stay out of the marts"):
+        run_quality_gate(warehouse_dsn)
 
     started = datetime.now(timezone.utc)
-    run = load_dag_module().quality_dag.test(run_conf={"increments": [increment]})
+    run = load_dag_module().quality_dag.test()
     try:
         assert task_states(run) == {"quality_gate": ["failed"]}  # AirflowFailException: no retries
         assert asset_events("staging_purchase_events", started) == []
         assert (tmp_path / "docs" / "index.html").exists()
+        assert Staged(warehouse_dsn, topic).passed() == 0
     finally:
         delete_dag_run(run)
 
@@ -146,7 +179,7 @@ def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_i
 
     import psycopg
 
-    from purchases.loader import PAUSE_BEFORE_COMMIT_ENV
+    from purchases.load import PAUSE_BEFORE_COMMIT_ENV
 
     from .helpers import Staged
 

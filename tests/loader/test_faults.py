@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from purchases.loader import PAUSE_BEFORE_COMMIT_ENV, BrokerUnavailable, LoaderConfig, load_partition
+from purchases.load import PAUSE_BEFORE_COMMIT_ENV, BrokerUnavailable, LoaderConfig, load_partition
 
 from .helpers import make_event, produce
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def start_loader(broker, dsn, topic, marker: Path, batch_max_events: int) -> subprocess.Popen:
     env = {**os.environ, PAUSE_BEFORE_COMMIT_ENV: str(marker)}
     return subprocess.Popen(
-        [sys.executable, "-m", "purchases.loader", "--bootstrap-servers", broker.bootstrap, "--dsn", dsn,
+        [sys.executable, "-m", "purchases.load", "--bootstrap-servers", broker.bootstrap, "--dsn", dsn,
          "--topic", topic, "load", "--partition", "0", "--window", "60", "--until-idle",
          "--batch-max-events", str(batch_max_events)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -129,7 +129,9 @@ def test_a_topic_that_lost_its_log_stops_the_loader_until_the_offset_is_moved_on
         broker, warehouse_dsn, topic, staged, customers):
     """The embedded broker keeps its log in memory: after a restart the topic is back, empty, while the
     warehouse still says 'next offset 100'. The loader must neither wait forever nor skip silently."""
-    from purchases.loader import LogTruncated, PartitionReader, main
+    from purchases.load import LogTruncated
+    from purchases.load.kafka import PartitionReader
+    from purchases.load.run import main
 
     events = [make_event(customers[0], n) for n in range(5)]
     produce(broker.bootstrap, topic, [(None, e.to_bytes()) for e in events])
@@ -175,7 +177,7 @@ def test_broker_lost_in_the_middle_of_a_run_fails_it_with_a_clear_message(wareho
 def test_a_recreated_topic_is_read_from_its_start_and_nothing_is_doubled(warehouse_dsn, customers, tmp_path):
     """The embedded broker keeps its log in memory: after a restart the topic comes back empty, with a new
     topic id, and new events start again at offset 0. They must be loaded, not skipped."""
-    from purchases.loader import load_available
+    from purchases.load import load_available
 
     from .helpers import OwnBroker, Staged
 
@@ -203,7 +205,7 @@ def test_a_recreated_topic_is_read_from_its_start_and_nothing_is_doubled(warehou
 def test_offsets_stored_without_a_topic_id_are_not_trusted(warehouse_dsn, customers, tmp_path):
     """A warehouse from before topic ids were kept has offsets with a NULL topic_id. If the embedded broker
     restarted since, trusting them would skip the new log's first records; they are read again instead."""
-    from purchases.loader import load_available
+    from purchases.load import load_available
 
     from .helpers import OwnBroker, Staged
 

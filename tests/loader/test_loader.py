@@ -8,7 +8,7 @@ import uuid
 
 import psycopg
 
-from purchases.loader import LoaderConfig, load_partition
+from purchases.load import LoaderConfig, load_partition
 from .helpers import make_event, produce
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from purchases.loader import LoaderConfig, load_partition
+from purchases.load import LoaderConfig, load_partition
 
-from .helpers import make_event, produce
+from .helpers import Staged, make_event, produce
 
 
 def poison_records(customer_id: uuid.UUID) -> dict[str, tuple[bytes | None, str]]:
@@ -72,3 +72,64 @@ def test_readable_ids_of_a_rejected_record_are_kept(broker, warehouse_dsn, topic
     [(_, reason, _, event_id, customer_id)] = staged.rejected()
     assert (event_id, customer_id) == (bad.event_id, customers[0])
     assert reason.startswith("quantity")
+
+
+def test_a_row_postgres_refuses_is_rejected_alone_and_the_rest_of_the_batch_is_stored(
+        broker, warehouse_dsn, topic, staged, customers, monkeypatch):
+    """The safety net under the contract: were the contract to let through a value Postgres cannot store
+    (here: it stops normalising times to UTC, so '+20:00' reaches timestamptz), the COPY's data error sends
+    that record alone to the rejected table, with Postgres' reason, and the batch around it is stored."""
+    from purchases import contract
+
+    def times_as_written(value, now=None):
+        return value
+
+    monkeypatch.setattr(contract, "check_purchased_at", times_as_written)
+    good = [make_event(customers[0], n) for n in range(50)]
+    document = json.loads(good[0].to_bytes())
+    poison = {**document, "event_id": str(uuid.uuid4()), "purchased_at": "2026-01-01T00:00:00+20:00"}
+    records = [(None, e.to_bytes()) for e in good[:30]] + [(None, json.dumps(poison).encode())] + \
+              [(None, e.to_bytes()) for e in good[30:]]
+    produce(broker.bootstrap, topic, records)
+
+    result = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
+                            stop_when_idle=True)
+
+    assert (result.loaded, result.rejected) == (50, 1)
+    assert set(staged.events()) == {e.event_id for e in good}
+    [(offset, reason, raw, event_id, _)] = staged.rejected()
+    assert (offset, bytes(raw), str(event_id)) == (30, json.dumps(poison).encode(), poison["event_id"])
+    assert "Postgres cannot store it" in reason and "time zone displacement out of range" in reason
+    assert staged.next_offset() == 51
+
+
+def test_a_rejected_record_at_an_offset_a_former_log_used_is_kept_too(warehouse_dsn, customers, tmp_path):
+    """The embedded broker forgets its log on restart and starts the new one at offset 0: a record rejected
+    there is stored beside the one the old log had at the same offset, not dropped."""
+    from .helpers import OwnBroker
+
+    own = OwnBroker(tmp_path)
+    try:
+        own.start({"recreated": 1})
+        produce(own.bootstrap, "recreated", [(None, b"first life")])
+        config = LoaderConfig(own.bootstrap, warehouse_dsn, "recreated")
+        assert load_partition(config, 0, window_seconds=20, stop_when_idle=True).rejected == 1
+        own.stop()
+        own.start({"recreated": 1})
+        produce(own.bootstrap, "recreated", [(None, b"second life")])
+        assert load_partition(config, 0, window_seconds=20, stop_when_idle=True).rejected == 1
+    finally:
+        own.stop()
+    rejected = Staged(warehouse_dsn, "recreated").rejected()
+    assert [(offset, bytes(raw)) for offset, _, raw, _, _ in rejected] == [(0, b"first life"), (0, b"second life")]
+
+
+def test_batches_are_bounded_in_bytes_as_well_as_in_records(broker, warehouse_dsn, topic, staged, customers):
+    events = [make_event(customers[0], n, description="d" * 1900) for n in range(60)]
+    produce(broker.bootstrap, topic, [(None, e.to_bytes()) for e in events])
+    config = LoaderConfig(broker.bootstrap, warehouse_dsn, topic, batch_max_bytes=20_000)
+    result = load_partition(config, 0, window_seconds=30, stop_when_idle=True)
+    assert result.loaded == 60
+    sizes = staged.query("select loaded from staging.loaded_batches b where exists (select from "
+                         "staging.purchase_events e where e.batch_id = b.batch_id and e.kafka_topic = %s)", topic)
+    assert len(sizes) >= 5 and max(size for (size,) in sizes) <= 11  # ~2 KB each: 20 KB is about 10

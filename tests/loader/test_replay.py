@@ -5,8 +5,8 @@ import uuid
 
 import psycopg
 
-from purchases.loader import LoaderConfig, load_partition
-from purchases.replay import replay
+from purchases.load import LoaderConfig, load_partition
+from purchases.load.replay import replay
 
 from .helpers import make_event, produce
 

@@ -6,7 +6,7 @@
         on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['event_id'], 'unique': True},
-            {'columns': ['loaded_at']},
+            {'columns': ['passed_at']},
             {'columns': ['transformed_at']},
             {'columns': ['customer_id', 'currency', 'purchased_at']},
             {'columns': ['customer_id', 'purchased_at', 'event_id']},
@@ -23,10 +23,10 @@ with
 
 new_events as (
 
-    -- Events loaded since the last run. The lookback re-reads events of loader transactions that
-    -- committed late (their loaded_at is their start); the anti-join below skips those already here.
+    -- Events the quality gate passed since the last run. The lookback re-reads batches of a gate run that
+    -- committed late; the anti-join below skips the events already here.
     select * from {{ ref('stg_purchase_events') }}
-    where loaded_at >= {{ watermark_literal('loaded_at') }}
+    where passed_at >= {{ watermark_literal('passed_at') }}
         - interval '{{ var("incremental_lookback_minutes") | int }} minutes'
 
     {%- if backfill %}
@@ -72,9 +72,10 @@ final as (
         quantity,
         unit_price,
         currency,
-        (quantity * unit_price)::numeric(18, 2) as total_price,
+        quantity * unit_price as total_price,
         purchased_at,
         loaded_at,
+        passed_at,
         -- After the pre-hook's lock: later than anything an earlier run of this model committed.
         statement_timestamp() as transformed_at
 

@@ -253,7 +253,7 @@ final as (
     select
         totals_with_threshold.customer_id,
         totals_with_threshold.currency,
-        totals_with_threshold.total_spend::numeric(20, 2) as total_spend,
+        totals_with_threshold.total_spend::numeric as total_spend,
         totals_with_threshold.purchase_count::bigint as purchase_count,
         totals_with_threshold.first_purchase_at,
         totals_with_threshold.last_purchase_at,

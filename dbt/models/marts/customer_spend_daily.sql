@@ -188,7 +188,7 @@ final as (
         days_with_threshold.customer_id,
         days_with_threshold.currency,
         days_with_threshold.spend_date,
-        days_with_threshold.spend::numeric(18, 2) as spend,
+        days_with_threshold.spend::numeric as spend,
         days_with_threshold.purchase_count::integer as purchase_count,
         days_with_threshold.first_purchase_at,
         days_with_threshold.last_purchase_at,

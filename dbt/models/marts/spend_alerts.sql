@@ -29,7 +29,7 @@ lifetime_alerts as (
         currency,
         'lifetime'::text as alert_type,
         null::date as spend_date,
-        total_spend::numeric(20, 2) as spend,
+        total_spend::numeric as spend,
         lifetime_threshold as threshold,
         lifetime_threshold_crossed_at as first_crossed_at
 
@@ -45,7 +45,7 @@ daily_alerts as (
         currency,
         'daily'::text as alert_type,
         spend_date,
-        spend::numeric(20, 2) as spend,
+        spend::numeric as spend,
         daily_threshold as threshold,
         daily_threshold_crossed_at as first_crossed_at
 

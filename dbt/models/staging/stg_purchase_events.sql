@@ -2,7 +2,7 @@ with
 
 source as (
 
-    select * from {{ source('staging', 'purchase_events') }}
+    select * from {{ source('staging', 'purchase_events_passed') }}
 
 ),
 
@@ -20,12 +20,13 @@ renamed as (
 
         ----------  numerics
         quantity::integer as quantity,
-        unit_price::numeric(12, 2) as unit_price,
+        unit_price::numeric as unit_price,
         schema_version::integer as schema_version,
 
         ----------  timestamps
         purchased_at::timestamptz as purchased_at,
-        loaded_at::timestamptz as loaded_at
+        loaded_at::timestamptz as loaded_at,
+        passed_at::timestamptz as passed_at
 
     from source
 

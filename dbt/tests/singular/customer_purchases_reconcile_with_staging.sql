@@ -1,6 +1,6 @@
--- Reconciliation: customer_purchases holds exactly the distinct event ids of staging.purchase_events.
--- Events loaded within the last `reconciliation_grace_minutes` before the newest one transformed may
--- still be on their way (a loader transaction committing late), so they are not counted on either side.
+-- Reconciliation: customer_purchases holds exactly the distinct event ids that passed the quality gate.
+-- Events passed within the last `reconciliation_grace_minutes` before the newest one transformed may
+-- still be on their way (a gate run committing late), so they are not counted on either side.
 -- Returns one row when the counts differ, or when customer_purchases has an event staging does not.
 {{ config(severity='error') }}
 
@@ -9,9 +9,9 @@ with
 bound as (
 
     select
-        max(loaded_at)
+        max(passed_at)
             - interval '{{ var("reconciliation_grace_minutes", var("incremental_lookback_minutes")) | int }} minutes'
-            as loaded_until
+            as passed_until
     from {{ ref('customer_purchases') }}
 
 ),
@@ -19,8 +19,8 @@ bound as (
 staging_events as (
 
     select count(distinct event_id) as event_count
-    from {{ source('staging', 'purchase_events') }}
-    where loaded_at <= (select loaded_until from bound)
+    from {{ source('staging', 'purchase_events_passed') }}
+    where passed_at <= (select passed_until from bound)
 
 ),
 
@@ -28,7 +28,7 @@ transformed_events as (
 
     select count(*) as event_count
     from {{ ref('customer_purchases') }}
-    where loaded_at <= (select loaded_until from bound)
+    where passed_at <= (select passed_until from bound)
 
 ),
 
@@ -37,7 +37,7 @@ unknown_to_staging as (
     select count(*) as event_count
     from {{ ref('customer_purchases') }}
     where not exists (
-        select 1 from {{ source('staging', 'purchase_events') }} as staged
+        select 1 from {{ source('staging', 'purchase_events_passed') }} as staged
         where staged.event_id = customer_purchases.event_id
     )
 

@@ -1,14 +1,15 @@
 """Re-drive rejected records after a fix (a customer created late, a contract change), without duplicates.
 
-Each chosen row of `staging.purchase_events_rejected` that has not been replayed yet is validated again,
-from its raw bytes, by the same rules as the loader. In one transaction: the events that pass now are
-inserted into `staging.purchase_events` (an event_id already there is ignored, so a replay never doubles
-anything) and their rejected rows get `replayed_at`; records that still fail stay as they are.
+Each chosen row of `staging.purchase_events_rejected` that has not been replayed yet is checked again, from its
+raw bytes, by the same rules as the loader. In one transaction: the events that pass now are stored in
+`staging.purchase_events` as a batch of their own (kind 'replay', so the quality gate checks them before the
+marts read them; an event_id already there is ignored, so a replay never doubles anything) and their
+rejected rows get `replayed_at`; records that still fail stay as they are.
 
-    python -m purchases.replay --reason-contains "unknown customer" --dry-run
-    python -m purchases.replay --reason-contains "unknown customer"
+    python -m purchases.load.replay --reason-contains "unknown customer" --dry-run
+    python -m purchases.load.replay --reason-contains "unknown customer"
 
-or trigger the `purchases_replay` DAG with the same parameters (README.md, "Loading").
+or trigger the `purchases_replay` DAG with the same parameters (docs/loading.md).
 """
 from __future__ import annotations
 
@@ -23,7 +24,15 @@ from typing import Any
 import psycopg
 
 from purchases.contract import InvalidEvent, utcnow
-from purchases.loader import _insert_events, _known_customers, _storable_extra, row_from_event, validate
+from purchases.load.records import LineTail, event_row
+from purchases.load.staging import (
+    StoreOutcome,
+    known_customers,
+    new_batch_id,
+    record_batch,
+    store_events,
+    unknown_customer_reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +45,15 @@ class ReplayResult:
     still_rejected: int = 0
     still_rejected_reasons: dict[str, int] = field(default_factory=dict)
     replayed_at: str | None = None
+    batch_id: int | None = None
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0]
 
 
 def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int] | None = None,
@@ -66,25 +80,34 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
         result.examined = len(rows)
         now: datetime = conn.execute("select now()").fetchone()[0]
         result.replayed_at = now.isoformat()
+        result.batch_id = new_batch_id(conn)
+        checked_at = utcnow()
         passing, reasons = [], Counter()
         for rejection_id, raw, topic_name, partition, offset in rows:
             try:
-                event = validate(bytes(raw) if raw is not None else None, utcnow())
-                passing.append((rejection_id, event, _storable_extra(event), topic_name, partition, offset))
+                row = event_row(bytes(raw) if raw is not None else None, checked_at,
+                                LineTail(topic_name, partition, result.batch_id), offset)
+                passing.append((rejection_id, row))
             except InvalidEvent as exc:
-                reasons[exc.reason.split(":")[0]] += 1
-        known = _known_customers(conn, (str(p[1].customer_id) for p in passing))
-        for item in [p for p in passing if str(p[1].customer_id) not in known]:
+                reasons[_reason_kind(exc.reason)] += 1
+            except Exception as exc:  # noqa: BLE001 - as in the loader: one record never stops the rest
+                reasons[f"could not be read: {type(exc).__name__}"] += 1
+        known = known_customers(conn, (row.customer_id for _, row in passing))
+        for item in [p for p in passing if p[1].customer_id not in known]:
             passing.remove(item)
-            reasons["customer_id: unknown customer"] += 1
+            reasons[_reason_kind(unknown_customer_reason(item[1].customer_id))] += 1
+        outcome = store_events(conn, [[row for _, row in passing]]) if passing else StoreOutcome()
+        refused = {id(row) for row, _ in outcome.refused}
+        for row, reason in outcome.refused:
+            reasons[_reason_kind(reason)] += 1
+        replayed = [rejection_id for rejection_id, row in passing if id(row) not in refused]
+        result.loaded, result.already_loaded = outcome.loaded, outcome.duplicates
         result.still_rejected = sum(reasons.values())
         result.still_rejected_reasons = dict(reasons)
-        if passing:
-            staging_rows = [row_from_event(e, extra, t, p, o) for _, e, extra, t, p, o in passing]
-            offered, result.loaded = _insert_events(conn, [staging_rows])
-            result.already_loaded = offered - result.loaded
+        if replayed:
+            record_batch(conn, result.batch_id, "replay", topic or rows[0][2], None, None, None, outcome, 0)
             conn.execute("update staging.purchase_events_rejected set replayed_at = %s where rejection_id = any(%s)",
-                         (now, [p[0] for p in passing]))
+                         (now, replayed))
         if dry_run:
             conn.rollback()
         else:
@@ -96,7 +119,7 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
 def main(argv: list[str] | None = None) -> None:
     from purchases.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m purchases.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m purchases.load.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=get_settings().warehouse_dsn)
     parser.add_argument("--reason-contains", help="only rejections whose reason contains this text")
     parser.add_argument("--rejection-id", type=int, action="append", dest="rejection_ids",

@@ -1,9 +1,10 @@
-"""The quality gate: a Great Expectations suite run on the rows a loader run just committed to staging.
+"""The quality gate: a Great Expectations suite run on exactly the staging rows of the batches not yet passed.
 
-The increment is named exactly by Kafka coordinates: for each partition, the offsets the run loaded
-([start_offset, next_offset) of its `RunResult`). A failed expectation raises `QualityGateFailed`, which
-fails the Airflow task and so holds back the Asset event the transform DAG waits for. Every run writes
-Data Docs HTML (default `gx/uncommitted/data_docs/local_site/index.html`, `GX_DATA_DOCS_DIR` to move it).
+The suite is the event contract's rules (purchases.contract), checked again on what Postgres holds: a
+second line of defence behind the loader, which stores only what the contract accepts. A failed
+expectation raises `QualityGateFailed`, which fails the Airflow task and so holds back the Asset event the
+transform DAG waits for; the batches stay unpassed, so the marts never read their rows. Every run writes
+Data Docs HTML (default `gx/uncommitted/data_docs/staging_quality/index.html`, `GX_DATA_DOCS_DIR` to move it).
 
 Great Expectations takes ~10 s of CPU just to import on this machine, so the DAG runs this once per DAG run
 in its own task, never inside the loader's batch loop.
@@ -13,17 +14,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from purchases import contract
+from purchases.check.batches import Increment, mark_passed, unchecked
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[1])
+PROJECT_ROOT = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2])
 DATA_DOCS_ENV = "GX_DATA_DOCS_DIR"
 SUITE_NAME = "staging_purchase_events_increment"
 # Data Docs keeps one page per validation; older pages than this many are removed so the folder stays small.
@@ -38,6 +40,7 @@ class QualityGateFailed(RuntimeError):
 class QualityResult:
     success: bool
     rows: int
+    batches: int = 0
     failed: list[str] = field(default_factory=list)
     data_docs: str | None = None
     seconds: float = 0.0
@@ -50,50 +53,40 @@ def data_docs_dir() -> Path:
     return Path(os.environ.get(DATA_DOCS_ENV) or PROJECT_ROOT / "gx" / "uncommitted" / "data_docs" / "staging_quality")
 
 
-def increment_query(increments: Iterable[Mapping[str, Any]]) -> sql.Composed | None:
-    """`select * from staging.purchase_events` restricted to the rows the given increments added.
-
-    An increment is either a loader run's offset range on one partition (`RunResult.as_dict()`: topic,
-    partition, start_offset, next_offset, loaded, loaded_since) or a replay ({"kind": "replay", replayed_at}).
-    """
-    increments = [i for i in increments if i and i.get("loaded")]
-    offsets = [i for i in increments if i.get("kind", "offsets") == "offsets"]
-    replays = [i for i in increments if i.get("kind") == "replay"]
-    parts = []
-    if offsets:
-        ranges = sql.SQL(" or ").join(
-            sql.SQL("(kafka_topic = {} and kafka_partition = {} and kafka_offset >= {} and kafka_offset < {})")
-            .format(sql.Literal(i["topic"]), sql.Literal(int(i["partition"])), sql.Literal(int(i["start_offset"])),
-                    sql.Literal(int(i["next_offset"]))) for i in offsets)
-        # loaded_at (indexed) narrows the scan to the runs' rows; the offset ranges name them exactly.
-        since = min(i["loaded_since"] for i in offsets)
-        parts.append(sql.SQL("(loaded_at >= {} and ({}))").format(sql.Literal(since), ranges))
-    if replays:
-        parts.append(sql.SQL("event_id in (select event_id from staging.purchase_events_rejected "
-                             "where replayed_at = any({}::timestamptz[]))")
-                     .format(sql.Literal([i["replayed_at"] for i in replays])))
-    if not parts:
-        return None
-    return sql.SQL("select * from staging.purchase_events where {}").format(sql.SQL(" or ").join(parts))
-
-
 def expectations():
+    """The contract's rules as expectations on the rows Postgres holds (NUL and lone surrogates cannot be
+    there at all: Postgres text refuses them)."""
     import great_expectations.expectations as gxe
 
+    rules = contract.dbt_contract()
     return [
         gxe.ExpectColumnValuesToNotBeNull(column="event_id"),
         gxe.ExpectColumnValuesToBeUnique(column="event_id"),
-        gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0, strict_min=True),
-        gxe.ExpectColumnValuesToMatchRegex(column="currency", regex="^[A-Z]{3}$"),
+        gxe.ExpectColumnValuesToBeInSet(column="schema_version", value_set=[contract.SCHEMA_VERSION]),
+        gxe.ExpectColumnValuesToBeBetween(column="quantity", min_value=1, max_value=contract.MAX_QUANTITY),
+        gxe.ExpectColumnValuesToBeBetween(column="unit_price", min_value=0, strict_min=True,
+                                          max_value=float(contract.MAX_UNIT_PRICE)),
+        gxe.UnexpectedRowsExpectation(
+            description=f"unit_price has at most {contract.PRICE_DECIMAL_PLACES} decimal places",
+            unexpected_rows_query="select event_id, unit_price from {batch} "
+                                  f"where unit_price <> round(unit_price, {contract.PRICE_DECIMAL_PLACES})"),
+        gxe.ExpectColumnValuesToMatchRegex(column="currency", regex=contract.CURRENCY_PATTERN),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="product_name", min_value=1,
+                                                max_value=contract.MAX_PRODUCT_NAME),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="product_name", regex=rules["name_forbidden_pattern"]),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="description", max_value=contract.MAX_DESCRIPTION),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="description", regex=rules["description_forbidden_pattern"]),
         gxe.UnexpectedRowsExpectation(
             description="Every purchase belongs to a known customer (app.customers)",
             unexpected_rows_query="select event_id, customer_id from {batch} "
                                   "where customer_id not in (select customer_id from app.customers)"),
         gxe.UnexpectedRowsExpectation(
-            description="purchased_at is not in the future (5 minutes of clock skew allowed, as the contract)",
+            description=f"purchased_at is from {rules['earliest_purchased_at']} to "
+                        f"{rules['future_tolerance_seconds']} s after the event was loaded, as the contract says",
             unexpected_rows_query="select event_id, purchased_at from {batch} "
-                                  "where purchased_at > now() + interval '5 minutes'"),
+                                  f"where purchased_at < '{rules['earliest_purchased_at']}'::timestamptz "
+                                  f"or purchased_at > loaded_at + interval '{rules['future_tolerance_seconds']} "
+                                  "seconds'"),
     ]
 
 
@@ -112,18 +105,21 @@ def _prune_old_pages(site: Path) -> None:
         page.unlink(missing_ok=True)
 
 
-def run_quality_gate(dsn: str, increments: Iterable[Mapping[str, Any]], run_name: str | None = None) -> QualityResult:
-    """Validate the rows the given loader runs committed. Raises QualityGateFailed if any expectation fails."""
+def run_quality_gate(dsn: str, run_name: str | None = None) -> QualityResult:
+    """Validate the rows of every batch not passed yet; mark the batches passed. Raises QualityGateFailed
+    (and leaves them unpassed) if any expectation fails."""
     started = time.monotonic()
-    increments = list(increments)
-    query = increment_query(increments)
-    if query is None:
-        return QualityResult(success=True, rows=0)
     import psycopg
 
-    with psycopg.connect(dsn) as conn:
-        query_text = query.as_string(conn)
-        rows = conn.execute(sql.SQL("select count(*) from ({}) increment").format(query)).fetchone()[0]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        increment = unchecked(conn)
+        if not increment.batch_ids:
+            return QualityResult(success=True, rows=0, batches=0)
+        if increment.rows == 0:  # batches whose every record was rejected or a duplicate: nothing to check
+            mark_passed(conn, increment)
+            return QualityResult(success=True, rows=0, batches=len(increment.batch_ids))
+        query_text = increment.query().as_string(conn)
+        rows = increment.rows
 
     import great_expectations as gx
 
@@ -164,11 +160,20 @@ def run_quality_gate(dsn: str, increments: Iterable[Mapping[str, Any]], run_name
                               + (f"could not be evaluated: {str(errors[0])[:300]}" if errors else
                                  f"{count} unexpected" + (f", e.g. {str(examples)[:200]}" if examples else "")))
     _prune_old_pages(site)
-    quality = QualityResult(success=outcome.success, rows=rows, failed=failed,
+    quality = QualityResult(success=outcome.success, rows=rows, batches=len(increment.batch_ids), failed=failed,
                             data_docs=str(site / "index.html"), seconds=round(time.monotonic() - started, 2))
     log.info("quality gate on %d rows: %s in %.1f s; Data Docs: %s", rows, "passed" if quality.success else "FAILED",
              quality.seconds, quality.data_docs)
     if not quality.success:
-        raise QualityGateFailed(f"{len(failed)} expectation(s) failed on {rows} newly loaded staging rows: "
-                                + "; ".join(failed) + f". Data Docs: {quality.data_docs}")
+        raise QualityGateFailed(
+            f"{len(failed)} expectation(s) failed on the {rows} staging rows of batches {_span(increment)}: "
+            + "; ".join(failed) + f". Data Docs: {quality.data_docs}. These batches stay out of the marts until "
+            "their rows are fixed and the failed task is cleared.")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        mark_passed(conn, increment)
     return quality
+
+
+def _span(increment: Increment) -> str:
+    ids = increment.batch_ids
+    return f"{ids[0]}" if len(ids) == 1 else f"{ids[0]}..{ids[-1]} ({len(ids)} batches)"

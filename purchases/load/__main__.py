@@ -1,0 +1,3 @@
+from purchases.load.run import main
+
+main()
