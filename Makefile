@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ENV := source scripts/env.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e soak replay clean
+.PHONY: help venv up down status test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -22,10 +22,10 @@ venv: $(STAMP) ## create .venv and install the pinned requirements
 up: $(STAMP) ## start broker, Airflow, ingest API in the background; wait until healthy
 	$(ENV); scripts/up.sh
 
-down: ## stop everything `make up` started, by pid
+down: ## stop what `make up` started: API first, drain the broker into staging, then it (FORCE=1: no drain)
 	$(ENV); scripts/down.sh
 
-status: ## what runs, by pid
+status: ## what runs, by pid (honcho's processes and the broker)
 	$(ENV); scripts/status.sh
 
 test: $(STAMP) ## run every test against real components it starts itself
@@ -50,11 +50,14 @@ bench-e2e: $(STAMP) ## freshness from 202 to listed / to counted in spend
 bench: bench-ingest bench-loader bench-dbt bench-e2e ## every benchmark, then the report
 	$(ENV); $(PY) -m bench.report
 
+fuzz: $(STAMP) ## the generated-input tests with many more examples (HYPOTHESIS_PROFILE=fuzz)
+	$(ENV); HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/loader/test_fuzz.py tests/loader/test_validation.py tests/test_generated_purchases.py tests/api/test_api_units.py $(PYTEST_ARGS)
+
 soak: $(STAMP) ## 100,000 purchases with retries, loader kills and a Postgres restart
 	$(ENV); SOAK_PURCHASES=$${SOAK_PURCHASES:-100000} $(PY) -m pytest tests/test_soak.py -s
 
 replay: $(STAMP) ## re-drive rejected events: make replay REASON="unknown customer" [DRY_RUN=1]
-	$(ENV); $(PY) -m purchases.replay --reason-contains "$${REASON:-}" $${DRY_RUN:+--dry-run}
+	$(ENV); $(PY) -m purchases.load.replay --reason-contains "$${REASON:-}" $${DRY_RUN:+--dry-run}
 
 clean: down
 	rm -rf $(VENV) .run logs .airflow dbt/target dbt/logs

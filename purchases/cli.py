@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -41,6 +42,35 @@ def fail_interrupted_runs() -> None:
         print(f"marked {len(runs)} interrupted DAG runs and {len(tasks)} task instances failed")
 
 
+def run_drain(settings, timeout: float, check_only: bool) -> None:
+    import logging
+
+    from confluent_kafka import KafkaException
+
+    from purchases import drain
+
+    # The loader's per-batch lines would drown what the drain says; its warnings still show.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    topic = settings.purchases_topic
+    if check_only:
+        try:
+            pending = drain.check(settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic,
+                                  timeout=max(1.0, min(timeout, 10.0)))
+        except (KafkaException, TimeoutError, KeyError) as exc:
+            sys.exit(f"cannot tell what the broker at {settings.kafka_bootstrap_servers} holds: {exc!r}")
+        if pending:
+            print(f"{drain.count(pending)} of {topic} are in the broker but not in staging (lost if it "
+                  f"stops now): {drain.describe(topic, pending)}")
+        else:
+            print(f"staging holds every record of {topic} the broker has")
+        return
+    try:
+        drain.drain(settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic, timeout,
+                    say=lambda line: print(line, flush=True))
+    except drain.DrainFailed as exc:
+        sys.exit(str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m purchases.cli")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     port.add_argument("address")
     port.add_argument("--timeout", type=float, default=60)
     commands.add_parser("broker", help="run the embedded broker in the foreground")
+    drain = commands.add_parser(
+        "drain", help="load every partition of the topic into staging up to its log end (before the in-memory "
+                      "broker stops); fails, saying what is not loaded, if it cannot within the timeout")
+    drain.add_argument("--timeout", type=float, default=float(os.environ.get("DRAIN_TIMEOUT_SECONDS", 120)),
+                       help="seconds to wait at most (default: DRAIN_TIMEOUT_SECONDS or 120)")
+    drain.add_argument("--check", action="store_true",
+                       help="only say what the broker holds that staging does not; load nothing")
     commands.add_parser("fail-interrupted-runs",
                         help="mark Airflow runs left running by a stopped stack as failed (before it starts again)")
     args = parser.parse_args(argv)
@@ -79,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         wait_for_port(host, int(number), args.timeout)
     elif args.command == "fail-interrupted-runs":
         fail_interrupted_runs()
+    elif args.command == "drain":
+        run_drain(settings, args.timeout, args.check)
     elif args.command == "broker":
-        import os
-
         from purchases.broker import embedded_broker_command
 
         host, _, number = settings.kafka_bootstrap_servers.split(",")[0].rpartition(":")

@@ -20,8 +20,8 @@ PRELOADED_MODULES = (
     "dbt.cli.main",
     "dbt.adapters.postgres",
     "great_expectations",
-    "purchases.loader",
-    "purchases.quality",
+    "purchases.load",
+    "purchases.check.gate",
 )
 
 

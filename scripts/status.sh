@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
+# What `make up` started and still runs: honcho's processes (each in a session of its own) and the embedded
+# broker (a session of its own, outside honcho), by pid.
 set -uo pipefail
 PIDFILE="$RUN_DIR/stack.pid"
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  echo "running, process group $(cat "$PIDFILE"):"
-  ps -o pid,rss,etime,args -g "$(cat "$PIDFILE")" | cut -c1-160
+BROKER_PIDFILE="$RUN_DIR/broker.pid"
+alive() { local state; state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && [[ $state != Z* ]]; }
+if [ -f "$PIDFILE" ] && alive "$(cat "$PIDFILE")"; then
+  pid=$(cat "$PIDFILE")
+  pids=$("$PROJECT_ROOT/.venv/bin/python" - "$pid" <<'PY'
+import sys, psutil
+root = psutil.Process(int(sys.argv[1]))
+print(",".join(str(p.pid) for p in [root, *root.children(recursive=True)]))
+PY
+)
+  echo "stack running (honcho pid $pid):"
+  ps -o pid,pgid,rss,etime,args -p "$pids" | cut -c1-160
 else
-  echo "not running"
+  echo "stack not running"
+fi
+broker=$(cat "$BROKER_PIDFILE" 2>/dev/null)
+if [ -n "$broker" ] && alive "$broker" && tr '\0' ' ' < "/proc/$broker/cmdline" 2>/dev/null | grep -q -- "broker --listener-url tcp://"; then
+  echo "embedded broker running (pid $broker, $KAFKA_BOOTSTRAP_SERVERS; log $LOG_DIR/broker.log):"
+  ps -o pid,pgid,rss,etime,args -p "$broker" | cut -c1-160
+elif [ "$KAFKA_MODE" = external ]; then
+  echo "broker: external ($KAFKA_BOOTSTRAP_SERVERS)"
+else
+  echo "embedded broker not running"
 fi

@@ -5,25 +5,69 @@ set -euo pipefail
 cd "$PROJECT_ROOT"
 export PATH="$PROJECT_ROOT/.venv/bin:$PATH"
 PIDFILE="$RUN_DIR/stack.pid"
+# The embedded broker keeps its records in memory only, so it is not one of honcho's processes (honcho stops
+# them all when any one exits): it runs in a session of its own, recorded here, and `make down` drains it
+# into staging before stopping it. A broker left running (by a crash of the rest, or a refused drain) is
+# reused, with everything it holds.
+BROKER_PIDFILE="$RUN_DIR/broker.pid"
+BROKER_ADDRESS="${KAFKA_BOOTSTRAP_SERVERS%%,*}"
 
 step() { printf '==> %s\n' "$*"; }
+# Process states come from ps, not kill -0: a zombie (exited, not yet reaped) counts as gone.
+alive() { local state; state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && [[ $state != Z* ]]; }
 wait_http() { # url seconds what
   local deadline=$((SECONDS + $2))
   until curl -fs -o /dev/null "$1"; do
     if (( SECONDS > deadline )); then echo "$3 did not answer at $1 within $2 s; see $LOG_DIR/stack.log" >&2; exit 1; fi
-    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "the stack exited; see $LOG_DIR/stack.log" >&2; exit 1; fi
+    if ! alive "$(cat "$PIDFILE")"; then echo "the stack exited; see $LOG_DIR/stack.log" >&2; exit 1; fi
     sleep 1
   done
 }
 
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+port_taken() { (echo > "/dev/tcp/$1/$2") 2>/dev/null; }  # host port
+# The pid of the broker an earlier `make up` started, if it still runs (told by its command line, so a
+# recycled pid is never taken for it); empty otherwise.
+broker_pid() {
+  local pid
+  pid=$(cat "$BROKER_PIDFILE" 2>/dev/null) || return 0
+  [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+    | grep -q -- "broker --listener-url tcp://" && echo "$pid"
+  return 0
+}
+start_broker() {
+  local running
+  running=$(broker_pid)
+  if [ -n "$running" ]; then
+    if ! tr '\0' ' ' < "/proc/$running/cmdline" | grep -q -- "--listener-url tcp://$BROKER_ADDRESS "; then
+      echo "the embedded broker of an earlier make up (pid $running) serves another address than" \
+           "$BROKER_ADDRESS; run make down (with the settings it was started with) first" >&2
+      exit 1
+    fi
+    step "reusing the embedded broker (pid $running) on $BROKER_ADDRESS, with the records it holds"
+    return
+  fi
+  if port_taken "${BROKER_ADDRESS%:*}" "${BROKER_ADDRESS##*:}"; then
+    echo "port ${BROKER_ADDRESS##*:} is already taken by another program; set KAFKA_PORT" >&2; exit 1
+  fi
+  step "starting the embedded broker on $BROKER_ADDRESS (log: $LOG_DIR/broker.log)"
+  rm -f "$BROKER_PIDFILE"
+  # A session of its own (neither honcho's nor the caller's), so it outlives both. It records its own pid,
+  # which stays the broker's (python execs it), however setsid starts it.
+  setsid bash -c 'echo $$ > "$1"; exec python -m purchases.cli broker' broker "$BROKER_PIDFILE" \
+    >> "$LOG_DIR/broker.log" 2>&1 < /dev/null &
+  for _ in $(seq 1 50); do [ -s "$BROKER_PIDFILE" ] && break; sleep 0.1; done
+}
+
+if [ -f "$PIDFILE" ] && alive "$(cat "$PIDFILE")"; then
+  [ "$KAFKA_MODE" = embedded ] && start_broker
   step "already running (pid $(cat "$PIDFILE")); checking health"
 else
-  for port in "$API_PORT" "$AIRFLOW_PORT" $([ "$KAFKA_MODE" = embedded ] && echo "$KAFKA_PORT"); do
-    if (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  for port in "$API_PORT" "$AIRFLOW_PORT"; do
+    if port_taken 127.0.0.1 "$port"; then
       echo "port $port is already taken by another program; set the matching *_PORT variable" >&2; exit 1
     fi
   done
+  [ "$KAFKA_MODE" = embedded ] && start_broker
   step "warehouse database $WAREHOUSE_DB and its tables"
   python -m purchases.cli bootstrap-warehouse
   python -m purchases.roles
@@ -36,15 +80,26 @@ else
   python -m purchases.transform parse > "$LOG_DIR/dbt-parse.log" 2>&1 || { tail -20 "$LOG_DIR/dbt-parse.log"; exit 1; }
 
   processes="api airflow-api scheduler dag-processor triggerer"
-  [ "$KAFKA_MODE" = embedded ] && processes="broker $processes"
   step "starting $processes (logs: $LOG_DIR)"
-  # Its own session, so that `make down` can stop the whole process group by the one pid.
+  # Its own session, so that `make down` can stop the whole process group by the one pid. Everything but
+  # the broker: honcho stops all of its processes when one of them exits.
   setsid honcho start -f Procfile -d "$PROJECT_ROOT" $processes >> "$LOG_DIR/stack.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
 fi
 
 step "waiting for the broker on $KAFKA_BOOTSTRAP_SERVERS"
-python -m purchases.cli wait-port "${KAFKA_BOOTSTRAP_SERVERS%%,*}" --timeout 60
+if [ "$KAFKA_MODE" = embedded ]; then
+  deadline=$((SECONDS + 60))
+  until port_taken "${BROKER_ADDRESS%:*}" "${BROKER_ADDRESS##*:}"; do
+    if [ -z "$(broker_pid)" ]; then
+      echo "the embedded broker exited; see $LOG_DIR/broker.log:" >&2; tail -5 "$LOG_DIR/broker.log" >&2; exit 1
+    fi
+    if (( SECONDS > deadline )); then echo "the embedded broker did not listen on $BROKER_ADDRESS within 60 s" >&2; exit 1; fi
+    sleep 0.2
+  done
+else
+  python -m purchases.cli wait-port "$BROKER_ADDRESS" --timeout 60
+fi
 python -m purchases.cli ensure-topic
 step "waiting for the ingest API"
 wait_http "http://$API_HOST:$API_PORT/healthz" 60 "the ingest API"

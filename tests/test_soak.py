@@ -65,7 +65,7 @@ class LoaderFleet:
 
     def _spawn(self, partition: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "purchases.loader", "--bootstrap-servers", self.bootstrap, "--dsn", self.dsn,
+            [sys.executable, "-m", "purchases.load", "--bootstrap-servers", self.bootstrap, "--dsn", self.dsn,
              "load", "--partition", str(partition), "--window", "5"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -98,7 +98,7 @@ class LoaderFleet:
 
     def drain(self) -> None:
         for partition in self.partitions:
-            subprocess.run([sys.executable, "-m", "purchases.loader", "--bootstrap-servers", self.bootstrap,
+            subprocess.run([sys.executable, "-m", "purchases.load", "--bootstrap-servers", self.bootstrap,
                             "--dsn", self.dsn, "load", "--partition", str(partition), "--window", "300",
                             "--until-idle"], cwd=ROOT, check=True, stdout=self.log, stderr=subprocess.STDOUT)
 
