@@ -13,7 +13,7 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
-from purchases.warehouse import ensure_schema
+from purchases.warehouse import upgrade
 
 READER_ROLE = "grafana_reader"
 READER_SQL = resources.files("purchases").joinpath("sql/grafana_reader.sql")
@@ -33,7 +33,7 @@ def ensure_reader_role(dsn: str, password: str, role: str = READER_ROLE) -> None
     """
     if not password:
         raise ValueError(f"a password for the {role} role is required (set GRAFANA_READER_PASSWORD)")
-    ensure_schema(dsn)  # the views read staging tables, which must exist first
+    upgrade(dsn)  # the views read staging tables, which must exist first
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_LOCK_ID,))
         try:

@@ -1,68 +1,25 @@
--- Warehouse tables owned by the application and the loader (dbt owns `marts`).
--- Idempotent: `make up` and the test fixtures run it on every start.
-create schema if not exists app;
-create schema if not exists staging;
-create schema if not exists marts;
+"""One contract, per-record isolation, a gate the marts wait for, visible lag.
 
-create table if not exists app.customers (
-    customer_id   uuid primary key,
-    username      text not null unique,
-    password_hash text not null,
-    created_at    timestamptz not null default now(),
-    updated_at    timestamptz not null default now()
-);
+* staging.kafka_log_ends: what the loader last saw of each partition's log (its lag, with kafka_offsets).
+* staging.loaded_batches: every batch the loader or a replay committed, the quality gate's to-do list;
+  checked_at when the gate passed it. purchase_events and purchase_events_rejected carry their batch_id.
+  Rows loaded before batches were recorded get one legacy batch, counted as passed.
+* staging.purchase_events_passed: the events whose batch passed the gate, all the marts may read.
+* Rejections are no longer unique by topic, partition and offset: the embedded broker starts a new log at
+  offset 0 after each restart, and a rejection there is kept too.
 
--- One row per accepted purchase event; the first copy of an event_id wins.
-create table if not exists staging.purchase_events (
-    event_id        uuid primary key,
-    customer_id     uuid not null,
-    product_name    text not null,
-    description     text,
-    quantity        integer not null,
-    unit_price      numeric(12, 2) not null,   -- the contract's largest price has 9 digits
-    currency        char(3) not null,
-    purchased_at    timestamptz not null,
-    schema_version  integer not null,
-    extra           jsonb not null default '{}'::jsonb,   -- unknown fields, kept for forward compatibility
-    kafka_topic     text not null,
-    kafka_partition integer not null,
-    kafka_offset    bigint not null,
-    loaded_at       timestamptz not null default now()
-);
-create index if not exists purchase_events_customer_idx
-    on staging.purchase_events (customer_id, purchased_at desc, event_id desc);
-create index if not exists purchase_events_loaded_at_idx on staging.purchase_events (loaded_at);
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-01
+"""
+from alembic import op
 
--- Records the loader could not accept, kept losslessly with the reason.
-create table if not exists staging.purchase_events_rejected (
-    rejection_id    bigserial primary key,
-    event_id        uuid,          -- when the record carried a readable one
-    customer_id     uuid,          -- likewise
-    reason          text not null,
-    raw_key         bytea,
-    raw_value       bytea,
-    kafka_topic     text not null,
-    kafka_partition integer not null,
-    kafka_offset    bigint not null,
-    rejected_at     timestamptz not null default now(),
-    replayed_at     timestamptz,   -- set when a replay re-drove it
-    unique (kafka_topic, kafka_partition, kafka_offset)
-);
-create index if not exists purchase_events_rejected_event_idx on staging.purchase_events_rejected (event_id);
-create index if not exists purchase_events_rejected_customer_idx on staging.purchase_events_rejected (customer_id);
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
 
--- The loader's source of truth for progress: next offset to read, per partition.
-create table if not exists staging.kafka_offsets (
-    kafka_topic     text not null,
-    kafka_partition integer not null,
-    next_offset     bigint not null,
-    updated_at      timestamptz not null default now(),
-    primary key (kafka_topic, kafka_partition)
-);
--- The topic's id (Kafka topic ids change when a topic is recreated, e.g. by an in-memory broker's restart):
--- when it changes, the stored offsets belong to a log that no longer exists.
-alter table staging.kafka_offsets add column if not exists topic_id text;
-
+UPGRADE = r"""
 -- What the loader last saw of each partition's log (the high watermark of its latest fetch) and when: with
 -- kafka_offsets (what it committed, and when: updated_at) this gives each partition's lag. Written outside
 -- the batch transactions, so a partition whose batches keep failing still shows how far behind it is.
@@ -128,3 +85,20 @@ select
 from staging.purchase_events as events
 join staging.loaded_batches as batches on batches.batch_id = events.batch_id
 where batches.checked_at is not null;
+"""
+
+
+def upgrade() -> None:
+    op.execute(UPGRADE)
+
+
+def downgrade() -> None:
+    op.execute("""
+        drop view if exists staging.purchase_events_passed;
+        drop index if exists staging.purchase_events_rejected_place_idx;
+        alter table staging.purchase_events_rejected drop column if exists batch_id;
+        drop index if exists staging.purchase_events_batch_idx;
+        alter table staging.purchase_events drop column if exists batch_id;
+        drop table if exists staging.loaded_batches;
+        drop table if exists staging.kafka_log_ends;
+    """)
