@@ -3,8 +3,9 @@
 Runs when the loader's quality gate marks new events in staging (the Asset), and daily. A daily, manual or
 backfill run also rebuilds exactly the UTC days of its data interval, so `airflow backfill create
 --dag-id purchases_transform --from-date ... --to-date ...` repairs those days of customer_spend_daily,
-idempotently. The last task regenerates the dbt docs that the Airflow UI's "dbt docs" menu entry shows
-(on scheduled, manual and backfill runs, and when the project changed).
+idempotently. Then a task regenerates the dbt docs that the Airflow UI's "dbt docs" menu entry shows
+(on scheduled, manual and backfill runs, and when the project changed), and the last one, `run_status`, makes
+the run fail when any task failed, the `dbt build` task included.
 Logic lives in purchases/transform.py and the dbt project in dbt/.
 """
 from __future__ import annotations
@@ -27,6 +28,20 @@ from purchases.assets import STAGING_PURCHASE_EVENTS
     # Watermarks assume one writer per model: runs never overlap.
     max_active_runs=1,
     user_defined_macros=transform.DAG_MACROS,
+    # The retries left, and why none of them can turn a failed build into a green run:
+    # - the `dbt build` task has none (transform.cosmos_task_group_args): Cosmos skips its second try instead
+    #   of building, and that skip hid a failed build.
+    # - a model, seed, source or test task (a Cosmos consumer) does not re-read the build on a retry: its
+    #   second try runs its own node alone (`dbt run/seed/test --select <node>`, `dbt source freshness`;
+    #   poke -> _handle_retry -> _fallback_to_non_watcher_run, cosmos/operators/_watcher/base.py). After a
+    #   failed build the failed model's task runs it again 30 s later, which may get past a transient error but
+    #   cannot make the run green: run_status sees the build task, which stays failed. What they are kept for
+    #   is a cleared run (the UI's Clear on a failed run): the build task's second try skips itself and restores
+    #   the failed build's results, a task that never ran before then reports the old result on its first try
+    #   ("failed", for a model dbt skipped after its parent failed), and only its retry runs the model (observed:
+    #   tests/dbt/test_transform_run_status.py). Without that retry, a run cleared after a fix would stay red.
+    # - regenerate_dbt_docs runs only when everything before it succeeded; a retry repeats `dbt docs generate`.
+    # - run_status settles from the states of the tasks before it: there is nothing to retry.
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     tags=["purchases", "dbt"],
     doc_md=__doc__,
@@ -40,7 +55,9 @@ def purchases_transform():
     def regenerate_dbt_docs() -> str:
         return str(transform.generate_docs())
 
-    marts >> regenerate_dbt_docs()
+    docs = regenerate_dbt_docs()
+    marts >> docs
+    transform.end_with_the_run_status(marts, docs)
 
 
 purchases_transform()

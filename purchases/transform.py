@@ -181,7 +181,20 @@ def cosmos_task_group_args() -> dict[str, Any]:
                                         profiles_yml_filepath=profiles_dir() / "profiles.yml"),
         "execution_config": ExecutionConfig(execution_mode=ExecutionMode.WATCHER,
                                             invocation_mode=InvocationMode.DBT_RUNNER,
-                                            dbt_executable_path=str(dbt_executable())),
+                                            dbt_executable_path=str(dbt_executable()),
+                                            # Arguments of the `dbt build` task (the producer) only.
+                                            setup_operator_args={
+                                                # No Airflow retry: Cosmos never builds on a second try,
+                                                # it skips ("Dbt WATCHER producer task does not support
+                                                # Airflow retries"). With the DAG's `retries: 1` a failed
+                                                # build ended *skipped* 30 s later, a skip fails nothing
+                                                # downstream of it, and a failed run showed green. Without
+                                                # one, the build task stays failed and so does the run
+                                                # (end_with_the_run_status). The retries that remain, and
+                                                # why: dags/purchases_transform.py.
+                                                "retries": 0,
+                                                "freshness_callback": report_stale_sources_without_pruning,
+                                            }),
         "render_config": RenderConfig(load_method=LoadMode.DBT_MANIFEST,
                                       # The build runs each model's data tests right after it (a failure stops
                                       # what depends on the model); a task per model's tests shows the result.
@@ -190,7 +203,9 @@ def cosmos_task_group_args() -> dict[str, Any]:
                                       # Tests reading several models (relationships, reconciliations) get a
                                       # task of their own after all of them, not inside the first one's.
                                       should_detach_multiple_parents_tests=True,
-                                      # `dbt source freshness` of the loader's table before the models.
+                                      # `dbt source freshness` of the loader's table before the models; its
+                                      # task shows the result, the build leaves nothing out for it (see
+                                      # report_stale_sources_without_pruning).
                                       source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS),
         "operator_args": {
             # The model tasks poll the build's progress from the triggerer; 2 s instead of the default 10 s
@@ -200,6 +215,56 @@ def cosmos_task_group_args() -> dict[str, Any]:
             "vars": {"start_date": "{{ %s['start_date'] }}" % window, "end_date": "{{ %s['end_date'] }}" % window},
         },
     }
+
+
+def report_stale_sources_without_pruning(context: Any, dag: Any, task_group: Any, nodes: Any,
+                                         sources_json: Any) -> list[tuple[str, str]]:
+    """Cosmos' `freshness_callback` for the build task: a stale source is reported, nothing is left out.
+
+    The build task runs `dbt source freshness` first and pushes each source's result; the source's task
+    reports it (a `warn` is in its log, the task succeeds). Cosmos' default callback then
+    (`_default_freshness_callback`, cosmos/operators/watcher.py) marks "skipped", and `--exclude`s from
+    `dbt build`, every model all of whose parents are stale sources or models so left out. The loader's
+    table warns after 24 h without a load, and when it is empty. Observed on the first run after a fresh
+    `make up` (tests/dbt/test_transform_run_status.py reproduces it): stg_purchase_events and
+    customer_purchases were left out, customer_spend (it also reads the seed, a fresh parent) was built
+    anyway and failed on "relation marts.customer_purchases does not exist", and the tasks after it were
+    skipped. A quiet shop would break every run the same way. A run with nothing new is cheap (the models are
+    incremental), so nothing is pruned: the (unique_id, state) pairs returned are the nodes to pre-set and
+    exclude, here none.
+    """
+    return []
+
+
+RUN_STATUS_TASK_ID = "run_status"
+
+
+def end_with_the_run_status(group: Any, *others: Any) -> Any:
+    """Adds the DAG's last task, `run_status`: an EmptyOperator directly downstream of every task of the
+    watcher-mode group (the `dbt build` task included) and of `others`, with trigger rule none_failed.
+
+    Airflow decides a run's state from its leaves alone, and this is the only one: it is upstream_failed,
+    and the run failed, when any of those tasks failed or was upstream_failed; it succeeds when each one
+    succeeded or was skipped. It sees the build task itself, which has no retry: a failed build fails the
+    run whatever the tasks after it do (a model task's retry runs its model alone and may succeed).
+    Before, the last word was regenerate_dbt_docs' (trigger rule all_success), which a failure had to reach
+    task by task (via Cosmos' dbt_producer_watcher_done gate, or a failed model's task and the tasks after
+    it), while an all_success task is *skipped* as soon as one upstream task is skipped, before the others
+    end (TriggerRuleDep), and a skipped leaf counts as a success: observed, a failed build whose model tasks
+    were skipped ended green. The docs task's own `run_if` skip (docs not due) only happens when everything
+    before it succeeded, and none_failed accepts it. A skipped build task (a cleared run: Cosmos skips its
+    second try and each model task runs its own model) counts neither way: the model tasks' results do.
+    The scheduler settles an EmptyOperator without starting a process, so it costs nothing per run.
+    """
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.task.trigger_rule import TriggerRule
+
+    status = EmptyOperator(task_id=RUN_STATUS_TASK_ID, trigger_rule=TriggerRule.NONE_FAILED,
+                           doc_md="Failed (upstream_failed) when any task of the run failed, the `dbt build` "
+                                  "task included; skipped tasks do not count.")
+    for task in [*group.iter_tasks(), *others]:
+        task >> status
+    return status
 
 
 def report_after_the_build(group: Any) -> None:

@@ -49,7 +49,8 @@ def run_for_interval(day: str, *, regenerate_docs: bool = True):
 
 def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_tests(airflow_db, manifest):
     from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
-    from cosmos.operators.watcher import DbtConsumerWatcherSensor, DbtProducerWatcherOperator
+    from cosmos.operators.watcher import (DbtConsumerWatcherSensor, DbtProducerWatcherOperator,
+                                          DbtSourceWatcherOperator)
 
     from purchases.assets import STAGING_PURCHASE_EVENTS
 
@@ -62,7 +63,10 @@ def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_test
     assert "--resource-type" not in (builders[0].dbt_cmd_flags or [])  # tests are not left out of the build
     assert all(isinstance(dag.get_task(f"dbt.{model}.{kind}"), DbtConsumerWatcherSensor)
                for model in ("stg_purchase_events", "customer_spend") for kind in ("run", "test"))
-    for root in ("dbt.stg_customers.run", "dbt.spend_thresholds.seed", "dbt.staging_purchase_events_source"):
+    # The loader's table, the one source with a freshness check (found by type: its name follows the models').
+    sources = [t.task_id for t in dag.tasks if isinstance(t, DbtSourceWatcherOperator)]
+    assert len(sources) == 1, sources
+    for root in ("dbt.stg_customers.run", "dbt.spend_thresholds.seed", *sources):
         assert dag.get_task(root).upstream_task_ids == {"dbt.dbt_producer_watcher"}  # they report on the build
         assert dag.get_task(root).trigger_rule == "all_done"
     for model in ("stg_purchase_events", "stg_customers", "customer_purchases", "customer_spend_daily",
@@ -74,8 +78,16 @@ def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_test
     assert {"dbt.customer_purchases.test", "dbt.customer_spend.test", "dbt.customer_spend_daily.test"} <= \
         dag.get_task("dbt.customer_spend_reconciles_with_customer_purchases_test").upstream_task_ids
     docs = dag.get_task("regenerate_dbt_docs")
-    assert docs.get_flat_relative_ids(upstream=True) >= tasks - {"regenerate_dbt_docs"}
-    assert dag.leaves == [docs]
+    assert docs.get_flat_relative_ids(upstream=True) >= tasks - {"regenerate_dbt_docs", "run_status"}
+    # The run's state: the last task fails when any task failed, the build included (no retry skips the build:
+    # Cosmos skips its second try), and does not count skipped ones (docs not due, a cleared run's build).
+    status = dag.get_task("run_status")
+    assert dag.leaves == [status]
+    assert status.upstream_task_ids == tasks - {"run_status"}
+    assert status.trigger_rule == "none_failed"
+    assert builders[0].retries == 0
+    # A stale source is reported by its task, the build leaves nothing out for it.
+    assert builders[0]._freshness_callback is transform.report_stale_sources_without_pruning
     # Scheduled on the staging Asset (loaded and quality-checked events) or daily.
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
     assert dag.timetable.asset_condition == STAGING_PURCHASE_EVENTS
