@@ -76,7 +76,7 @@ class Staged:
 
     def rejected(self) -> list[tuple]:
         return self.query("select kafka_offset, reason, raw_value, event_id, customer_id "
-                          "from staging.purchase_events_rejected where kafka_topic = %s order by kafka_offset",
+                          "from staging.purchase_events_rejected where kafka_topic = %s order by kafka_offset, rejection_id",
                           self.topic)
 
     def passed(self) -> int:
