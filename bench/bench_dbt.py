@@ -26,6 +26,8 @@ from psycopg.conninfo import make_conninfo
 
 from bench.results import record
 from purchases import transform
+from purchases.transform.project import profiles_dir
+from purchases.settings import get_settings
 from purchases.warehouse import bootstrap, drop_database
 
 HISTORY = int(os.environ.get("BENCH_DBT_HISTORY", 1_000_000))
@@ -68,8 +70,7 @@ from (
 
 
 def dsn() -> str:
-    return make_conninfo(host=os.environ.get("PGHOST", "127.0.0.1"), port=os.environ.get("PGPORT", "5432"),
-                         user=os.environ.get("PGUSER", "postgres"), dbname=DATABASE)
+    return make_conninfo(get_settings().warehouse_dsn, dbname=DATABASE)
 
 
 def dbt(*args: str, target: Path) -> dict:
@@ -77,7 +78,7 @@ def dbt(*args: str, target: Path) -> dict:
     from dbt.cli.main import dbtRunner
 
     outcome = dbtRunner().invoke([*args, "--project-dir", str(transform.project_dir()),
-                                  "--profiles-dir", str(transform.profiles_dir()), "--target-path", str(target),
+                                  "--profiles-dir", str(profiles_dir()), "--target-path", str(target),
                                   "--quiet"])
     if not outcome.success:
         raise RuntimeError(f"dbt {' '.join(args)} failed: {outcome.exception or outcome.result}")

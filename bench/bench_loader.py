@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.results import record
@@ -37,6 +38,7 @@ from purchases.contract import parse_event
 from purchases.load import LoaderConfig
 from purchases.load.records import STAGING_COLUMNS
 from purchases.processes import stop_process
+from purchases.settings import get_settings
 from purchases.warehouse import bootstrap, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,8 +165,7 @@ def per_row_insert(bootstrap_servers: str, dsn: str) -> float:
 
 
 def main() -> None:
-    dsn = f"postgresql://{os.environ.get('PGUSER', 'postgres')}@{os.environ.get('PGHOST', '127.0.0.1')}:" \
-          f"{os.environ.get('PGPORT', '5432')}/purchases_bench_{secrets.token_hex(3)}"
+    dsn = make_conninfo(get_settings().warehouse_dsn, dbname=f"purchases_bench_{secrets.token_hex(3)}")
     port = free_port()
     log_path = Path(tempfile.gettempdir()) / f"bench_loader_broker_{port}.log"
     broker = start_embedded_broker("127.0.0.1", port, log_path)

@@ -6,7 +6,7 @@ backfill run also rebuilds exactly the UTC days of its data interval, so `airflo
 idempotently. Then a task regenerates the dbt docs that the Airflow UI's "dbt docs" menu entry shows
 (on scheduled, manual and backfill runs, and when the project changed), and the last one, `run_status`, makes
 the run fail when any task failed, the `dbt build` task included.
-Logic lives in purchases/transform.py and the dbt project in dbt/.
+Logic lives in purchases/transform/ and the dbt project in dbt/.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from datetime import datetime, timedelta, timezone
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
 from cosmos import DbtTaskGroup
 
-from purchases import transform
+from purchases.transform.backfill import DAG_MACROS
+from purchases.transform.cosmos import cosmos_task_group_args, end_with_the_run_status, report_after_the_build
 from purchases.assets import STAGING_PURCHASE_EVENTS
 
 
@@ -27,9 +28,9 @@ from purchases.assets import STAGING_PURCHASE_EVENTS
     catchup=False,
     # Watermarks assume one writer per model: runs never overlap.
     max_active_runs=1,
-    user_defined_macros=transform.DAG_MACROS,
+    user_defined_macros=DAG_MACROS,
     # The retries left, and why none of them can turn a failed build into a green run:
-    # - the `dbt build` task has none (transform.cosmos_task_group_args): Cosmos skips its second try instead
+    # - the `dbt build` task has none (purchases/transform/cosmos.py): Cosmos skips its second try instead
     #   of building, and that skip hid a failed build.
     # - a model, seed, source or test task (a Cosmos consumer) does not re-read the build on a retry: its
     #   second try runs its own node alone (`dbt run/seed/test --select <node>`, `dbt source freshness`;
@@ -47,17 +48,25 @@ from purchases.assets import STAGING_PURCHASE_EVENTS
     doc_md=__doc__,
 )
 def purchases_transform():
-    marts = DbtTaskGroup(group_id="dbt", **transform.cosmos_task_group_args())
-    transform.report_after_the_build(marts)
+    marts = DbtTaskGroup(group_id="dbt", **cosmos_task_group_args())
+    report_after_the_build(marts)
 
-    @task.run_if(lambda context: transform.docs_are_due(context["dag_run"].run_type))
+    @task.run_if(lambda context: docs_due(context["dag_run"].run_type))
     @task
     def regenerate_dbt_docs() -> str:
-        return str(transform.generate_docs())
+        from purchases.transform.docs import generate_docs
+
+        return str(generate_docs())
 
     docs = regenerate_dbt_docs()
     marts >> docs
-    transform.end_with_the_run_status(marts, docs)
+    end_with_the_run_status(marts, docs)
+
+
+def docs_due(run_type) -> bool:
+    from purchases.transform.docs import docs_are_due
+
+    return docs_are_due(run_type)
 
 
 purchases_transform()

@@ -1,7 +1,7 @@
 """What the API takes and answers, kept apart from how things are stored.
 
 The purchase input is the shared contract's `PurchaseRequest`; money is Decimal and is written as a JSON
-string ("24.70"), never as a float.
+string ("24.70"), never as a float. Errors (`Problem`) are in errors.py.
 """
 from __future__ import annotations
 
@@ -20,16 +20,6 @@ Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="3-64 lett
                                 examples=["ada_lovelace"])]
 NewPassword = Annotated[str, Field(min_length=8, max_length=128, description="8-128 characters.")]
 Money = Annotated[Decimal, Field(description="Decimal amount, written as a string, e.g. \"24.70\".")]
-
-
-class Problem(BaseModel):
-    """An error; `detail` says what is wrong (for 422, a list naming each failing field)."""
-
-    detail: str | list[dict]
-
-
-# FastAPI reads these bodies itself; one that is not UTF-8 JSON at all it answers with 400.
-BAD_BODY = {400: {"model": Problem, "description": "The body is not UTF-8 JSON."}}
 
 
 # customers and tokens --------------------------------------------------------------------------------

@@ -74,7 +74,8 @@ def run_drain(settings, timeout: float, check_only: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m purchases.cli")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("bootstrap-warehouse", help="create the warehouse database and its tables")
+    commands.add_parser("bootstrap-warehouse", help="create the warehouse database and migrate its schemas")
+    commands.add_parser("bootstrap-airflow-database", help="create Airflow's metadata database if missing")
     topic = commands.add_parser("ensure-topic", help="create the purchases topic if missing")
     topic.add_argument("--timeout", type=float, default=30)
     port = commands.add_parser("wait-port", help="wait until something listens on host:port")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     drain = commands.add_parser(
         "drain", help="load every partition of the topic into staging up to its log end (before the in-memory "
                       "broker stops); fails, saying what is not loaded, if it cannot within the timeout")
-    drain.add_argument("--timeout", type=float, default=float(os.environ.get("DRAIN_TIMEOUT_SECONDS", 120)),
+    drain.add_argument("--timeout", type=float, default=get_settings().drain_timeout_seconds,
                        help="seconds to wait at most (default: DRAIN_TIMEOUT_SECONDS or 120)")
     drain.add_argument("--check", action="store_true",
                        help="only say what the broker holds that staging does not; load nothing")
@@ -97,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         from purchases.warehouse import bootstrap
 
         bootstrap(settings.warehouse_dsn)
+    elif args.command == "bootstrap-airflow-database":
+        from purchases.warehouse import ensure_database
+
+        ensure_database(settings.airflow_database_url.replace("postgresql+psycopg2://", "postgresql://", 1))
     elif args.command == "ensure-topic":
         from purchases.broker import ensure_topic
 

@@ -6,7 +6,6 @@ it only ever brings the role, its password, its grants and the pipeline views in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from importlib import resources
 
@@ -55,14 +54,15 @@ def drop_reader_role(dsn: str, role: str = READER_ROLE) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from purchases.settings import get_settings
+
+    settings = get_settings()
     parser = argparse.ArgumentParser(description="Create or update Grafana's read-only warehouse role.")
-    parser.add_argument("--dsn", default=os.environ.get("WAREHOUSE_DSN"),
-                        help="warehouse DSN of its owner (default: $WAREHOUSE_DSN)")
+    parser.add_argument("--dsn", default=settings.warehouse_dsn,
+                        help="warehouse DSN of its owner (default: WAREHOUSE_DSN)")
     parser.add_argument("--role", default=READER_ROLE)
     args = parser.parse_args(argv)
-    if not args.dsn:
-        parser.error("no DSN: pass --dsn or set WAREHOUSE_DSN")
-    password = os.environ.get("GRAFANA_READER_PASSWORD", "")
+    password = settings.grafana_reader_password
     try:
         ensure_reader_role(args.dsn, password, args.role)
     except ValueError as exc:

@@ -47,7 +47,7 @@ start_broker() {
     return
   fi
   if port_taken "${BROKER_ADDRESS%:*}" "${BROKER_ADDRESS##*:}"; then
-    echo "port ${BROKER_ADDRESS##*:} is already taken by another program; set KAFKA_PORT" >&2; exit 1
+    echo "port ${BROKER_ADDRESS##*:} is already taken by another program; set KAFKA_BOOTSTRAP_SERVERS" >&2; exit 1
   fi
   step "starting the embedded broker on $BROKER_ADDRESS (log: $LOG_DIR/broker.log)"
   rm -f "$BROKER_PIDFILE"
@@ -68,12 +68,11 @@ else
     fi
   done
   [ "$KAFKA_MODE" = embedded ] && start_broker
-  step "warehouse database $WAREHOUSE_DB and its tables"
+  step "warehouse $WAREHOUSE_DSN: database, migrations, roles"
   python -m purchases.cli bootstrap-warehouse
   python -m purchases.roles
-  step "Airflow metadata database $AIRFLOW_DB"
-  psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -tAc "select 1 from pg_database where datname = '$AIRFLOW_DB'" | grep -q 1 \
-    || psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -qc "create database \"$AIRFLOW_DB\""
+  step "Airflow metadata database"
+  python -m purchases.cli bootstrap-airflow-database
   airflow db migrate > "$LOG_DIR/airflow-db-migrate.log" 2>&1 || { tail -20 "$LOG_DIR/airflow-db-migrate.log"; exit 1; }
   python -m purchases.cli fail-interrupted-runs
   step "dbt manifest (Cosmos renders the transform DAG from it)"

@@ -15,26 +15,29 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import LOG_DIR, ApiServer, free_port, stop_process, wait_for
+from support import LOG_DIR, ApiServer, airflow_url, free_port, stop_process, wait_for
+
+from purchases.settings import Settings, exports, postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION = secrets.token_hex(4)
-PG = {k: os.environ.get(k, d) for k, d in (("PGHOST", "127.0.0.1"), ("PGPORT", "5432"), ("PGUSER", "postgres"))}
-WAREHOUSE_DB = f"purchases_test_{SESSION}"
-AIRFLOW_DB = f"airflow_test_{SESSION}"
-WAREHOUSE_DSN = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{WAREHOUSE_DB}"
+# The Postgres server of the settings (WAREHOUSE_DSN), with databases of this session's own.
+SERVER_DSN = Settings().warehouse_dsn
+WAREHOUSE_DSN = postgres_url(SERVER_DSN, dbname=f"purchases_test_{SESSION}")
+AIRFLOW_DSN = postgres_url(SERVER_DSN, dbname=f"airflow_test_{SESSION}")
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix=f"airflow_test_{SESSION}_"))
 
 
 BROKER_PORT = free_port()
 BROKER = f"127.0.0.1:{BROKER_PORT}"
 
+
 # Airflow reads its configuration when first imported, so the test environment is set before any test
-# module is collected. Connections come from AIRFLOW_CONN_* like in `make up`.
+# module is collected. Connections come from AIRFLOW_CONN_* like in `make up`, derived from the settings.
+TEST_SETTINGS = Settings(WAREHOUSE_DSN=WAREHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS=BROKER, PURCHASES_TOPIC="purchases",
+                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(AIRFLOW_DSN))
 TEST_ENV = {
-    "WAREHOUSE_DSN": WAREHOUSE_DSN,
-    "KAFKA_BOOTSTRAP_SERVERS": BROKER,
-    "PURCHASES_TOPIC": "purchases",
+    **exports(TEST_SETTINGS, {}),
     "PURCHASES_PARTITIONS": "3",
     "JWT_SECRET": secrets.token_urlsafe(32),
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -43,16 +46,12 @@ TEST_ENV = {
     "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
     "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
     "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
-        f"postgresql+psycopg2://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{AIRFLOW_DB}",
     "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
     "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(LOG_DIR / f"airflow_{SESSION}"),
-    "AIRFLOW_CONN_WAREHOUSE": WAREHOUSE_DSN,
-    "AIRFLOW_CONN_KAFKA_DEFAULT": '{"conn_type": "kafka", "extra": {"bootstrap.servers": "%s"}}' % BROKER,
     "DBT_PROFILES_DIR": str(ROOT / "dbt"),
     "DBT_PROJECT_DIR": str(ROOT / "dbt"),
-    "DBT_HOST": PG["PGHOST"], "DBT_PORT": PG["PGPORT"], "DBT_USER": PG["PGUSER"], "DBT_PASSWORD": "",
-    "DBT_DBNAME": WAREHOUSE_DB,
+    # The transform DAG renders from a manifest `make up` writes; the tests write their own (transform_manifest).
+    "DBT_MANIFEST_PATH": str(AIRFLOW_HOME / "dbt_manifest.json"),
 }
 os.environ.update(TEST_ENV)
 LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -111,11 +110,19 @@ def api_server(warehouse_dsn, broker):
 
 
 @pytest.fixture(scope="session")
+def transform_manifest():
+    """The manifest the transform DAG renders from (LoadMode.DBT_MANIFEST), as `make up` writes it."""
+    from purchases.transform import parse_project
+
+    return parse_project()
+
+
+@pytest.fixture(scope="session")
 def airflow_db():
     """A migrated Airflow metadata database for `dag.test()` runs in this process."""
     from purchases.warehouse import drop_database, ensure_database
 
-    dsn = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{AIRFLOW_DB}"
+    dsn = AIRFLOW_DSN
     ensure_database(dsn)
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
                    env=dict(os.environ), stdout=subprocess.DEVNULL)

@@ -65,6 +65,13 @@ class ApiServer:
         stop_process(self.process)
 
 
+def airflow_url(dsn: str) -> str:
+    """A libpq DSN as the SQLAlchemy URL Airflow's metadata database setting takes (psycopg2 driver)."""
+    from purchases.warehouse import sqlalchemy_url
+
+    return sqlalchemy_url(dsn).replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
+
+
 def pass_quality_gate(conn) -> None:
     """What the loader and the quality gate do for rows a test put into staging by hand: give them one batch
     that the gate passed (staging.loaded_batches), so that the marts read them."""

@@ -52,7 +52,7 @@ def sign_up(client: httpx.Client, name: str) -> dict:
             "headers": {"Authorization": f"Bearer {token.json()['access_token']}"}}
 
 
-def test_purchases_flow_from_http_to_marts(api_server, airflow_db, warehouse_dsn):
+def test_purchases_flow_from_http_to_marts(api_server, airflow_db, warehouse_dsn, transform_manifest):
     client = httpx.Client(base_url=api_server.url, timeout=30)
     ada, bob = sign_up(client, "ada"), sign_up(client, "bob")
     bought = [

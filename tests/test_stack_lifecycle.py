@@ -20,12 +20,14 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from support import LOG_DIR, free_port
+from support import LOG_DIR, airflow_url, free_port
+
+from purchases.settings import postgres_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = {k: os.environ.get(k, d) for k, d in (("PGHOST", "127.0.0.1"), ("PGPORT", "5432"), ("PGUSER", "postgres"))}
+SERVER_DSN = os.environ["WAREHOUSE_DSN"]  # the session's warehouse: its server is the one to use
 BUY = {"product_name": "Lamp", "quantity": 2, "unit_price": "19.99", "currency": "EUR"}
 
 
@@ -41,16 +43,17 @@ class Stack:
         self.run_dir = tmp / "run"
         # Only what the machine needs: the session's settings (tests/conftest.py puts its own broker, warehouse
         # and Airflow into os.environ) must not leak in, since scripts/env.sh honours whatever is set.
-        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", *PG)
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
         self.env = {key: os.environ[key] for key in keep if key in os.environ}
-        self.env.update(PG)
-        self.env.update({key: str(port) for key, port in self.ports.items()})
+        self.env.update({key: str(port) for key, port in self.ports.items() if key != "KAFKA_PORT"})
+        self.dsn = postgres_url(SERVER_DSN, dbname=f"{name}_wh")
+        self.airflow_dsn = postgres_url(SERVER_DSN, dbname=f"{name}_af")
         self.env.update({
-            "WAREHOUSE_DB": f"{name}_wh", "AIRFLOW_DB": f"{name}_af",
+            "WAREHOUSE_DSN": self.dsn, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url(self.airflow_dsn),
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['KAFKA_PORT']}",
             "RUN_DIR": str(self.run_dir), "LOG_DIR": str(self.log_dir), "SECRETS_DIR": str(tmp / "secrets"),
             "AIRFLOW_HOME": str(tmp / "airflow"),
         })
-        self.dsn = f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{name}_wh"
         self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
         self.bootstrap = f"127.0.0.1:{self.ports['KAFKA_PORT']}"
         self.timings: list[tuple[str, float]] = []
@@ -114,8 +117,8 @@ class Stack:
     def drop_databases(self) -> None:
         from purchases.warehouse import drop_database
 
-        for db in (self.env["WAREHOUSE_DB"], self.env["AIRFLOW_DB"]):
-            drop_database(f"postgresql://{PG['PGUSER']}@{PG['PGHOST']}:{PG['PGPORT']}/{db}")
+        for dsn in (self.dsn, self.airflow_dsn):
+            drop_database(dsn)
 
 
 def sign_up(client: httpx.Client) -> dict:

@@ -1,8 +1,9 @@
 """Refusing request bodies over a size limit (413) before reading them, as a pure ASGI middleware."""
 from __future__ import annotations
 
-from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingest_api import errors
 
 
 class BodySizeLimit:
@@ -32,19 +33,15 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > limit:
                     # FastAPI turns this into the 413 response (it lets HTTPExceptions from reading through).
-                    raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _detail(limit))
+                    raise errors.body_too_large(limit)
             return message
 
         await self.app(scope, counting_receive, send)
 
     @staticmethod
     async def _too_large(limit: int, send: Send) -> None:
-        body = b'{"detail":"%s"}' % _detail(limit).encode()
+        body = b'{"detail":"%s"}' % errors.body_too_large(limit).detail.encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-def _detail(limit: int) -> str:
-    return f"Request body is larger than {limit} bytes"

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from ingest_api.core.config import ApiSettings
+from purchases.settings import Settings
 
 
-def make_pool(settings: ApiSettings) -> AsyncConnectionPool:
+def make_pool(settings: Settings) -> AsyncConnectionPool:
     # Opened in the app's lifespan without waiting, so the API starts (and /healthz answers) while the
     # database is still coming up; requests that need it meanwhile answer 503.
     return AsyncConnectionPool(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import anyio
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -27,6 +28,20 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+class Passwords:
+    """hash_password and verify_password for the event loop: in worker threads, a few at a time, as each
+    takes tens of ms of CPU and memory."""
+
+    def __init__(self, at_once: int = 2):
+        self._limiter = anyio.CapacityLimiter(at_once)
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return await anyio.to_thread.run_sync(verify_password, password_hash, password, limiter=self._limiter)
 
 
 class InvalidToken(Exception):

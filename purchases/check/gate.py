@@ -12,7 +12,6 @@ in its own task, never inside the loader's batch loop.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +20,11 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from purchases import contract
+from purchases.settings import Settings
 from purchases.check.batches import Increment, mark_passed, unchecked
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(os.environ.get("PROJECT_ROOT") or Path(__file__).resolve().parents[2])
-DATA_DOCS_ENV = "GX_DATA_DOCS_DIR"
 SUITE_NAME = "staging_purchase_events_increment"
 # Data Docs keeps one page per validation; older pages than this many are removed so the folder stays small.
 KEEP_VALIDATION_PAGES = 200
@@ -50,7 +48,7 @@ class QualityResult:
 
 
 def data_docs_dir() -> Path:
-    return Path(os.environ.get(DATA_DOCS_ENV) or PROJECT_ROOT / "gx" / "uncommitted" / "data_docs" / "staging_quality")
+    return Settings().gx_data_docs_dir  # read when asked: a test points it elsewhere
 
 
 def expectations():

@@ -18,11 +18,10 @@ def run_migrations_online() -> None:
         return
     url = config.get_main_option("sqlalchemy.url")
     if not url:  # by hand: alembic -x dsn=... (or WAREHOUSE_DSN)
-        import os
-
+        from purchases.settings import get_settings
         from purchases.warehouse import sqlalchemy_url
 
-        url = sqlalchemy_url(context.get_x_argument(as_dictionary=True).get("dsn") or os.environ["WAREHOUSE_DSN"])
+        url = sqlalchemy_url(context.get_x_argument(as_dictionary=True).get("dsn") or get_settings().warehouse_dsn)
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         _run(connection)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from strategies import purchase_bodies
 from support import examples
 
-from ingest_api.batch_events import batch_event_bytes, batch_event_ids, time_ordered_ids
+from ingest_api.accept.batch_events import batch_event_bytes, batch_event_ids, time_ordered_ids
 from ingest_api.core import login_limiter
 from ingest_api.core.login_limiter import LoginLimiter
 from ingest_api.core.security import InvalidToken, TokenCodec, hash_password, verify_password

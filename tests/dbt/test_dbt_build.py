@@ -14,6 +14,7 @@ import pytest
 from dbt_test_data import (ALICE, BOB, CAROL, EXPECTED_ALERTS, EXPECTED_DAILY, EXPECTED_SPEND, FIRST_BATCH,
                            SECOND_BATCH, add_customers, at, load_purchases, purchase)
 from purchases import transform
+from purchases.transform.project import profiles_dir
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def dbt(*args: str, check: bool = True) -> dict:
     from dbt.cli.main import dbtRunner
 
     outcome = dbtRunner().invoke([*args, "--project-dir", str(transform.project_dir()),
-                                  "--profiles-dir", str(transform.profiles_dir())])
+                                  "--profiles-dir", str(profiles_dir())])
     results_file = transform.project_dir() / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if outcome.exception is None else {"results": []}
     results["returncode"], results["error"] = (0 if outcome.success else 1), str(outcome.exception or "")

@@ -13,6 +13,7 @@ import pytest
 
 from dbt_test_data import FIRST_BATCH, add_customers, load_purchases
 from purchases import transform
+from purchases.transform.cosmos import report_stale_sources_without_pruning
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = timezone.utc
@@ -87,7 +88,7 @@ def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_test
     assert status.trigger_rule == "none_failed"
     assert builders[0].retries == 0
     # A stale source is reported by its task, the build leaves nothing out for it.
-    assert builders[0]._freshness_callback is transform.report_stale_sources_without_pruning
+    assert builders[0]._freshness_callback is report_stale_sources_without_pruning
     # Scheduled on the staging Asset (loaded and quality-checked events) or daily.
     assert isinstance(dag.timetable, AssetOrTimeSchedule)
     assert dag.timetable.asset_condition == STAGING_PURCHASE_EVENTS

@@ -18,8 +18,11 @@ def warehouse_dsn(warehouse_dsn):
     """Overrides the session's warehouse for tests/loader with a database of its own, same schema."""
     from purchases.warehouse import bootstrap, drop_database
 
-    base, _, name = warehouse_dsn.rpartition("/")
-    dsn = f"{base}/{name}_loader"
+    from psycopg.conninfo import conninfo_to_dict
+
+    from purchases.settings import postgres_url
+
+    dsn = postgres_url(warehouse_dsn, dbname=conninfo_to_dict(warehouse_dsn)["dbname"] + "_loader")
     bootstrap(dsn)
     yield dsn
     drop_database(dsn)

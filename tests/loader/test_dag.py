@@ -1,7 +1,6 @@
 """The real DAGs, run with dag.test(): mapped loads per partition, the Asset events, the quality gate."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -10,14 +9,16 @@ import pytest
 
 from .helpers import create_topic, make_event, produce
 
-DAG_FILE = Path(__file__).resolve().parents[2] / "dags" / "purchases_ingest.py"
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 
 
-def load_dag_module():
-    spec = importlib.util.spec_from_file_location("purchases_ingest_dag_under_test", DAG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_dag(dag_id: str):
+    """The DAG as the DAG processor reads its file now (settings from the environment of the moment)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id)
 
 
 def task_states(dag_run) -> dict[str, list[str]]:
@@ -82,8 +83,7 @@ def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_r
     for partition, batch in events.items():
         produce(broker.bootstrap, dag_topic, [(None, e.to_bytes()) for e in batch], partition=partition)
 
-    module = load_dag_module()
-    run = module.ingest_dag.test(run_conf={"window_seconds": 3})
+    run = load_dag("purchases_ingest").test(run_conf={"window_seconds": 3})
 
     assert str(run.state) == "success", task_states(run)
     assert task_states(run) == {"partitions": ["success"], "load": ["success", "success"], "announce": ["success"],
@@ -93,7 +93,7 @@ def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_r
     assert (extra["loaded"], extra["partitions"]) == (41, {"0": 20, "1": 21})
     assert staged.passed() == 0  # loaded, not yet passed by the gate: the marts cannot read them
 
-    gate = module.quality_dag.test()
+    gate = load_dag("purchases_quality").test()
     assert task_states(gate) == {"quality_gate": ["success"]}
     [passed] = asset_events("staging_purchase_events", started)
     assert passed["rows"] == 41
@@ -102,7 +102,7 @@ def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_r
     assert list((tmp_path / "docs" / "validations").rglob("*.html"))
 
     # A second run finds nothing new and no batch waits: no Asset event, the gate and the transform stay idle.
-    again = module.ingest_dag.test(run_conf={"window_seconds": 1})
+    again = load_dag("purchases_ingest").test(run_conf={"window_seconds": 1})
     assert task_states(again)["announce"] == ["skipped"]
     assert len(asset_events("staging_purchase_events_loaded", started)) == 1
 
@@ -113,7 +113,7 @@ def test_rows_a_failed_load_task_committed_still_reach_the_gate(
     the warehouse all the same, and the gate checks them."""
     from datetime import datetime, timezone
 
-    from purchases.ingest_tasks import announce
+    from purchases.load.tasks import announce
 
     from purchases.assets import STAGING_PURCHASE_EVENTS_LOADED
     from purchases.load import LoaderConfig, load_partition
@@ -131,7 +131,7 @@ def test_rows_a_failed_load_task_committed_still_reach_the_gate(
     assert announce([None, None], outlets, STAGING_PURCHASE_EVENTS_LOADED)["loaded"] == 0
     assert outlets[STAGING_PURCHASE_EVENTS_LOADED].extra is not None
 
-    run = load_dag_module().quality_dag.test()
+    run = load_dag("purchases_quality").test()
     assert task_states(run) == {"quality_gate": ["success"]}
     [passed] = asset_events("staging_purchase_events", started)
     assert passed["rows"] == 5
@@ -161,7 +161,7 @@ def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts
         run_quality_gate(warehouse_dsn)
 
     started = datetime.now(timezone.utc)
-    run = load_dag_module().quality_dag.test()
+    run = load_dag("purchases_quality").test()
     try:
         assert task_states(run) == {"quality_gate": ["failed"]}  # AirflowFailException: no retries
         assert asset_events("staging_purchase_events", started) == []
@@ -206,7 +206,7 @@ def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_i
 
     thread = threading.Thread(target=saboteur, daemon=True)
     thread.start()
-    run = load_dag_module().ingest_dag.test(run_conf={"window_seconds": 3})
+    run = load_dag("purchases_ingest").test(run_conf={"window_seconds": 3})
     thread.join(10)
 
     assert killed == [True]
@@ -227,10 +227,10 @@ def test_broker_down_the_task_fails_with_a_clear_message_after_airflow_retries(
                        json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": address}}))
     monkeypatch.setenv("PURCHASES_LOADER_RETRIES", "1")
     monkeypatch.setenv("PURCHASES_LOADER_RETRY_DELAY_SECONDS", "1")
-    module = load_dag_module()
-    assert module.ingest_dag.get_task("load").retries == 1
+    dag = load_dag("purchases_ingest")
+    assert dag.get_task("load").retries == 1
 
-    run = module.ingest_dag.test(run_conf={"window_seconds": 1})
+    run = dag.test(run_conf={"window_seconds": 1})
 
     assert str(run.state) == "failed"
     [partitions] = [ti for ti in run.get_task_instances() if ti.task_id == "partitions"]

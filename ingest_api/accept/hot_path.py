@@ -4,22 +4,24 @@ FastAPI's per-request dependency solving (the bearer scheme, the customer, the p
 Idempotency-Key header, an exit stack per request) costs about as much as everything else on the purchase
 path together: authenticating offline, validating, building and producing the event. So these routes keep
 their declared signature, which documents them in OpenAPI and /docs, but supply its four parameters
-directly, with the same rules and the same errors as the declared dependencies.
+directly, with the same rules and the same errors as the declared dependencies. Their bodies are read and
+validated by hand too (`read_body`, `parse_json_body`).
 """
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.routing import request_response
 
-from ingest_api.api.deps import UNAUTHORIZED_HEADERS, customer_for_token
+from ingest_api import errors
+from ingest_api.deps import customer_for_token
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 IdempotencyKeyValue = Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LENGTH)]
@@ -34,10 +36,10 @@ def _idempotency_key_of(raw: bytes | None) -> str | None:
     try:
         return _idempotency_key.validate_python(raw.decode("latin-1"))
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_context=False)
-        for error in errors:
+        details = exc.errors(include_url=False, include_context=False)
+        for error in details:
             error["loc"] = ("header", "Idempotency-Key")
-        raise RequestValidationError(errors) from None
+        raise RequestValidationError(details) from None
 
 
 async def read_body(request: Request) -> bytes:
@@ -53,6 +55,32 @@ async def read_body(request: Request) -> bytes:
     if message["type"] == "http.disconnect":
         raise ClientDisconnect()
     return b"".join(chunks)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+ECHO_LIMIT = 200
+
+
+def parse_json_body(model: type[Model], body: bytes) -> Model:
+    """Validate a raw JSON body straight from bytes (pydantic's parser, about twice as fast as json.loads
+    and validating the dict); errors come out like FastAPI's own 422s, each naming its field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        details = exc.errors(include_url=False, include_context=False)
+        for error in details:
+            error["loc"] = ("body", *error["loc"])
+            error["input"] = _echo(error.get("input"))
+        raise RequestValidationError(details) from None
+
+
+def _echo(value):
+    """What of a refused input goes back in the error: a short scalar; not the raw body or a whole list."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:ECHO_LIMIT]).decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= ECHO_LIMIT else value[:ECHO_LIMIT] + "…"
+    return value if value is None or isinstance(value, (int, float)) else None
 
 
 class BuyRoute(APIRoute):
@@ -72,9 +100,7 @@ class BuyRoute(APIRoute):
                     key = value
             scheme, token = get_authorization_scheme_param(authorization.decode("latin-1") if authorization else None)
             if scheme.lower() != "bearer" or not token:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                                    "Not authenticated: send `Authorization: Bearer <token>`",
-                                    headers=UNAUTHORIZED_HEADERS)
+                raise errors.missing_token()
             customer_id = customer_for_token(request, token)
             return await endpoint(request=request, customer_id=customer_id, producer=request.app.state.producer,
                                   idempotency_key=_idempotency_key_of(key))

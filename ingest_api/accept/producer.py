@@ -69,8 +69,7 @@ def _is_fatal(exc: Exception) -> bool:
 
 
 class PurchaseProducer:
-    def __init__(self, bootstrap_servers: str, topic: str, timeout_seconds: float = 5.0,
-                 linger_ms: float = 1.0, extra_config: dict | None = None):
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_seconds: float = 5.0, linger_ms: float = 1.0):
         self.topic = topic
         self.timeout = timeout_seconds
         # librdkafka's own deadline stays under ours, so its verdict ("delivered" or "failed") comes first.
@@ -92,7 +91,6 @@ class PurchaseProducer:
             "allow.auto.create.topics": False,
             "error_cb": self._on_error,
             "logger": log,
-            **(extra_config or {}),
         }
         self._producer: Producer | None = None
         self._waiting: dict[_Delivery, None] = {}  # insertion order = deadline order

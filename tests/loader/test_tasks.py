@@ -5,7 +5,7 @@ import psycopg
 import pytest
 
 from purchases.assets import STAGING_PURCHASE_EVENTS_LOADED
-from purchases.ingest_tasks import announce
+from purchases.load.tasks import announce
 
 
 class OutletEvents(dict):

@@ -1,166 +1,17 @@
-"""The dbt side of the pipeline: where the project is, how the Airflow DAG configures Cosmos, backfill windows,
-and the two artifacts built outside dbt runs (the manifest Cosmos renders from, the docs the UI shows).
-
-`python -m purchases.transform parse` writes dbt/target/cosmos/manifest.json (run it before the DAG processor
-starts: `make up`); `docs` regenerates the dbt docs page; `build` runs `dbt build` once.
-"""
+"""How the transform DAG runs dbt through Cosmos: one `dbt build` (watcher mode), a task per model and its
+tests that reports on it, and a last task that makes the run's state honest."""
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from purchases.transform.project import dbt_executable, manifest_path, profiles_dir, project_dir
 
-
-def project_dir() -> Path:
-    return Path(os.environ.get("DBT_PROJECT_DIR") or ROOT / "dbt")
-
-
-def profiles_dir() -> Path:
-    return Path(os.environ.get("DBT_PROFILES_DIR") or project_dir())
-
-
-def manifest_path() -> Path:
-    """The manifest Cosmos renders the DAG from (LoadMode.DBT_MANIFEST: no `dbt ls` at DAG parse time).
-    Not target/manifest.json, which every dbt command rewrites in place while the DAG processor may read."""
-    return Path(os.environ.get("DBT_MANIFEST_PATH") or project_dir() / "target" / "cosmos" / "manifest.json")
-
-
-def docs_dir() -> Path:
-    """Where the docs page lives: one self-contained index.html (`dbt docs generate --static`)."""
-    return Path(os.environ.get("DBT_DOCS_DIR") or project_dir() / "target" / "docs")
-
-
-def dbt_executable() -> Path:
-    """dbt from the same virtualenv as this interpreter (Airflow and dbt share .venv)."""
-    return Path(sys.executable).parent / "dbt"
-
-
-def _replace_atomically(source: Path, destination: Path) -> None:
-    """Readers (the DAG processor, the api-server) see the old file or the new one, never half of one."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.",
-                                     delete=False) as partial:
-        with open(source, "rb") as complete:
-            shutil.copyfileobj(complete, partial)
-    os.chmod(partial.name, 0o644)
-    os.replace(partial.name, destination)
-
-
-def run_dbt(*args: str, target_path: Path | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Runs the dbt CLI on the project; raises with dbt's own output when it fails."""
-    command = [str(dbt_executable()), *args, "--project-dir", str(project_dir()),
-               "--profiles-dir", str(profiles_dir())]
-    if target_path is not None:
-        command += ["--target-path", str(target_path)]
-    result = subprocess.run(command, cwd=project_dir(), env={**os.environ, **(env or {})},
-                            capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"`dbt {' '.join(args)}` failed (exit {result.returncode}):\n"
-                           f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}")
-    return result
-
-
-def invoke_dbt(*args: str, target_path: Path | None = None) -> None:
-    """Runs a dbt command in this process (dbtRunner, as Cosmos does in the DAG's tasks): no interpreter
-    start and dbt import per command. Raises with dbt's error when it fails."""
-    from dbt.cli.main import dbtRunner
-
-    command = [*args, "--project-dir", str(project_dir()), "--profiles-dir", str(profiles_dir())]
-    if target_path is not None:
-        command += ["--target-path", str(target_path)]
-    outcome = dbtRunner().invoke(command)
-    if not outcome.success:
-        raise RuntimeError(f"`dbt {' '.join(args)}` failed: {outcome.exception or outcome.result}")
-
-
-def parse_project() -> Path:
-    """`dbt parse` into a scratch target, then swap the manifest in. Needs no database."""
-    with tempfile.TemporaryDirectory(prefix="dbt_parse_") as scratch:
-        run_dbt("parse", target_path=Path(scratch))
-        _replace_atomically(Path(scratch) / "manifest.json", manifest_path())
-    return manifest_path()
-
-
-def manifest_is_stale() -> bool:
-    """True when the manifest is missing or older than a file of the project (a stat walk, no parsing)."""
-    try:
-        built = manifest_path().stat().st_mtime
-    except FileNotFoundError:
-        return True
-    for folder in ("models", "macros", "seeds", "tests", "snapshots", "analyses"):
-        for path in (project_dir() / folder).rglob("*"):
-            if path.suffix in (".sql", ".yml", ".yaml", ".csv", ".md") and path.stat().st_mtime > built:
-                return True
-    return (project_dir() / "dbt_project.yml").stat().st_mtime > built
-
-
-def generate_docs() -> Path:
-    """`dbt docs generate --static` (needs the warehouse for the catalog); publishes index.html and
-    refreshes the manifest Cosmos renders from, so a changed project shows up in the DAG after one run."""
-    with tempfile.TemporaryDirectory(prefix="dbt_docs_") as scratch:
-        invoke_dbt("docs", "generate", "--static", target_path=Path(scratch))
-        # Manifest first: docs_are_due() reads a page older than the manifest as out of date.
-        _replace_atomically(Path(scratch) / "manifest.json", manifest_path())
-        _replace_atomically(Path(scratch) / "static_index.html", docs_dir() / "index.html")
-    return docs_dir() / "index.html"
-
-
-def docs_are_due(run_type: Any) -> bool:
-    """Scheduled, manual and backfill runs regenerate the docs; the frequent runs triggered by newly loaded
-    events only do so when the page is missing or older than the manifest (the project changed).
-    `dbt docs generate` queries the catalog and takes longer than an incremental build."""
-    if getattr(run_type, "value", run_type) != "asset_triggered":
-        return True
-    try:
-        return (docs_dir() / "index.html").stat().st_mtime < manifest_path().stat().st_mtime
-    except FileNotFoundError:
-        return True
-
-
-# --- backfill windows ------------------------------------------------------------------------------------
-
-def _utc_day(moment: datetime, *, round_up: bool) -> date:
-    moment = moment.astimezone(timezone.utc)
-    day = moment.date()
-    if round_up and moment.time() != time(0):
-        day += timedelta(days=1)
-    return day
-
-
-def backfill_window(run_type: Any, data_interval_start: datetime | None,
-                    data_interval_end: datetime | None) -> dict[str, str]:
-    """dbt vars for a DAG run: the UTC days its data interval covers, or none for an asset-triggered run.
-
-    Scheduled, manual and backfill runs rebuild exactly the days of their data interval (a daily run
-    re-checks the day that just ended); runs triggered by newly loaded events only do the incremental work.
-    """
-    run_type = getattr(run_type, "value", run_type)
-    if run_type == "asset_triggered" or data_interval_start is None or data_interval_end is None:
-        return {"start_date": "", "end_date": ""}
-    start = _utc_day(data_interval_start, round_up=False)
-    end = _utc_day(data_interval_end, round_up=True)
-    if end <= start:  # an empty interval still means "the day it is in"
-        end = start + timedelta(days=1)
-    return {"start_date": start.isoformat(), "end_date": end.isoformat()}
-
-
-# --- Cosmos -----------------------------------------------------------------------------------------------
 
 def cosmos_task_group_args() -> dict[str, Any]:
     """Everything DbtTaskGroup needs, so the DAG file stays a few lines.
 
-    Rendering reads the manifest (no dbt process at DAG parse time). If it is missing or older than the
-    project's files (a fresh checkout, an edited model) it is rewritten once by `dbt parse`, which needs
-    no database; `make up` runs that parse before Airflow starts.
+    Rendering reads the manifest: no dbt process at DAG parse time. `make up` (and the Airflow image's build)
+    writes it with `dbt parse` before Airflow starts; without one the DAG shows an import error saying so.
     Watcher mode: one task runs a single `dbt build` of the whole project in-process (dbtRunner; each model
     with its tests, then what depends on it), and each model, seed and its tests get a light deferrable task
     that reports the result from that build. One task per model running its own dbt command (LOCAL mode)
@@ -170,11 +21,13 @@ def cosmos_task_group_args() -> dict[str, Any]:
     from cosmos import (ExecutionConfig, ExecutionMode, InvocationMode, LoadMode, ProfileConfig,
                         ProjectConfig, RenderConfig, SourceRenderingBehavior, TestBehavior)
 
-    if manifest_is_stale():
-        parse_project()
+    manifest = manifest_path()
+    if not manifest.exists():
+        raise FileNotFoundError(f"no dbt manifest at {manifest}: run `python -m purchases.transform parse` "
+                                f"(`make up` does; so does the Airflow image's build)")
     window = "dbt_backfill_window(dag_run.run_type, data_interval_start, data_interval_end)"
     return {
-        "project_config": ProjectConfig(dbt_project_path=project_dir(), manifest_path=manifest_path(),
+        "project_config": ProjectConfig(dbt_project_path=project_dir(), manifest_path=manifest,
                                         install_dbt_deps=False,
                                         env_vars={"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}),
         "profile_config": ProfileConfig(profile_name="purchases", target_name="warehouse",
@@ -284,26 +137,3 @@ def report_after_the_build(group: Any) -> None:
         if task is not build and not task.upstream_task_ids:
             build >> task
             task.trigger_rule = TriggerRule.ALL_DONE
-
-
-DAG_MACROS = {"dbt_backfill_window": backfill_window}
-
-
-def _main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m purchases.transform", description=__doc__)
-    parser.add_argument("command", choices=["parse", "docs", "build"])
-    parser.add_argument("dbt_args", nargs="*", help="extra arguments for `build`")
-    args = parser.parse_args()
-    if args.command == "parse":
-        print(parse_project())
-    elif args.command == "docs":
-        print(generate_docs())
-    else:
-        result = run_dbt("build", *args.dbt_args, check=False)
-        print(result.stdout, end="")
-        print(result.stderr, end="", file=sys.stderr)
-        sys.exit(result.returncode)
-
-
-if __name__ == "__main__":
-    _main()

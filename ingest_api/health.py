@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
 
+from ingest_api import data
+from ingest_api.accept.producer import PurchaseProducer
+from ingest_api.deps import PoolDep, ProducerDep
 from ingest_api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -18,14 +23,13 @@ async def healthz() -> Health:
     return Health()
 
 
-async def _database(request: Request) -> str:
-    async with request.app.state.pool.connection(timeout=CHECK_TIMEOUT_SECONDS) as conn:
-        await conn.execute("select 1")
+async def _database(pool: AsyncConnectionPool) -> str:
+    async with pool.connection(timeout=CHECK_TIMEOUT_SECONDS) as conn:
+        await data.ping(conn)
     return "ok"
 
 
-async def _broker(request: Request) -> str:
-    producer = request.app.state.producer
+async def _broker(producer: PurchaseProducer) -> str:
     if await asyncio.to_thread(producer.broker_reachable, CHECK_TIMEOUT_SECONDS):
         return "ok"
     return f"topic {producer.topic!r} has no partitions on the broker"
@@ -34,11 +38,11 @@ async def _broker(request: Request) -> str:
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "The database or the broker is unreachable."}},
             summary="The database and the broker are reachable")
-async def readyz(request: Request):
+async def readyz(pool: PoolDep, producer: ProducerDep):
     checks = {}
-    for name, check in (("database", _database), ("broker", _broker)):
+    for name, check in (("database", partial(_database, pool)), ("broker", partial(_broker, producer))):
         try:
-            checks[name] = await asyncio.wait_for(check(request), CHECK_TIMEOUT_SECONDS + 1)
+            checks[name] = await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS + 1)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
             checks[name] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     ready = all(result == "ok" for result in checks.values())

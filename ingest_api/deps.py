@@ -1,0 +1,103 @@
+"""What the routes are given: made once per process in `lifespan`, handed out with `Depends`.
+
+The settings (`purchases.settings.Settings`, put on app.state by create_app), the database pool and a
+connection from it, the producer, the token codec, the login limiter, password hashing, and the calling
+customer (from the bearer token, checked offline). The buy routes get the customer and the producer the
+same way but without FastAPI's dependency solving (accept/hot_path.py).
+"""
+from __future__ import annotations
+
+import gc
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.security import OAuth2PasswordBearer
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from ingest_api import errors
+from ingest_api.accept.producer import PurchaseProducer
+from ingest_api.core.db import make_pool
+from ingest_api.core.login_limiter import LoginLimiter
+from ingest_api.core.security import InvalidToken, Passwords, TokenCodec
+from purchases.settings import Settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    app.state.tokens = TokenCodec(settings.jwt_secret, settings.jwt_ttl_seconds)
+    app.state.login_limiter = LoginLimiter(settings.login_max_failures, settings.login_failure_window_seconds)
+    app.state.passwords = Passwords()
+    app.state.pool = make_pool(settings)
+    await app.state.pool.open(wait=False)
+    # A small linger keeps the 202 fast; the broker batches what is in flight anyway.
+    app.state.producer = PurchaseProducer(settings.kafka_bootstrap_servers, settings.purchases_topic,
+                                          settings.produce_timeout_seconds, settings.producer_linger_ms)
+    await app.state.producer.start()
+    # What exists now lives as long as the process: keep it out of the garbage collector's full
+    # passes, which would otherwise walk it all, every time, in the middle of requests.
+    gc.freeze()
+    try:
+        yield
+    finally:
+        await app.state.producer.stop()
+        await app.state.pool.close()
+
+
+# Each is `async`: FastAPI runs a plain `def` dependency in a worker thread.
+
+async def get_pool(request: Request) -> AsyncConnectionPool:
+    return request.app.state.pool
+
+
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit mode (each statement its own transaction), back to the pool after."""
+    async with request.app.state.pool.connection() as conn:
+        yield conn
+
+
+async def get_producer(request: Request) -> PurchaseProducer:
+    return request.app.state.producer
+
+
+async def get_tokens(request: Request) -> TokenCodec:
+    return request.app.state.tokens
+
+
+async def get_login_limiter(request: Request) -> LoginLimiter:
+    return request.app.state.login_limiter
+
+
+async def get_passwords(request: Request) -> Passwords:
+    return request.app.state.passwords
+
+
+# auto_error=False: a missing token gets the same clear 401 as a bad one, from current_customer_id.
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="auth/token", auto_error=False)
+
+
+async def current_customer_id(request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]) -> uuid.UUID:
+    """The customer the bearer token was issued to, checked offline (signature and expiry)."""
+    if not token:
+        raise errors.missing_token()
+    return customer_for_token(request, token)
+
+
+def customer_for_token(request: Request, token: str) -> uuid.UUID:
+    try:
+        return request.app.state.tokens.customer_of(token)
+    except InvalidToken as exc:
+        raise errors.not_authenticated(str(exc)) from None
+
+
+PoolDep = Annotated[AsyncConnectionPool, Depends(get_pool)]
+ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
+ProducerDep = Annotated[PurchaseProducer, Depends(get_producer)]
+TokensDep = Annotated[TokenCodec, Depends(get_tokens)]
+LoginLimiterDep = Annotated[LoginLimiter, Depends(get_login_limiter)]
+PasswordsDep = Annotated[Passwords, Depends(get_passwords)]
+CurrentCustomer = Annotated[uuid.UUID, Depends(current_customer_id)]
