@@ -1,5 +1,5 @@
 # Purchases Recorder. `make up` runs the whole pipeline locally; `make test` runs the tests.
-# Both install what they need themselves (into .venv). Settings: scripts/env.sh and README.md.
+# Both install what they need themselves (into .venv). Settings: purchases/settings.py (docs/operations.md).
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eu -o pipefail -c
@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ENV := source scripts/env.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status test test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
+.PHONY: help venv up down status test lint test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -28,9 +28,12 @@ down: ## stop what `make up` started: API first, drain the broker into staging, 
 status: ## what runs, by pid (honcho's processes and the broker)
 	$(ENV); scripts/status.sh
 
-test: $(STAMP) ## run every test against real components it starts itself
+test: $(STAMP) lint ## the linters, then every test against real components it starts itself
 	scripts/install_test_tools.sh
 	$(ENV); $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (Python, with Airflow's AIR rules; formatting too) and sqlfluff (the dbt project)
+	$(ENV); $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/sqlfluff lint dbt
 
 test-fast: $(STAMP) ## unit tests only
 	$(ENV); $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ grow with history, and each model's own execution time.
 Settings (environment): BENCH_DBT_HISTORY (default 1000000), BENCH_DBT_BASELINE_HISTORY (10000),
 BENCH_DBT_NEW_EVENTS (10000), BENCH_DBT_CUSTOMERS (1000), BENCH_DBT_DB (purchases_bench_dbt).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,8 @@ from psycopg.conninfo import make_conninfo
 
 from bench.results import record
 from purchases import transform
-from purchases.transform.project import profiles_dir
 from purchases.settings import get_settings
+from purchases.transform.project import profiles_dir
 from purchases.warehouse import bootstrap, drop_database
 
 HISTORY = int(os.environ.get("BENCH_DBT_HISTORY", 1_000_000))
@@ -57,7 +58,8 @@ insert into staging.purchase_events (event_id, customer_id, product_name, descri
     batch_id)
 select gen_random_uuid(),
        ('00000000-0000-4000-8000-' || lpad(to_hex(1 + (i + %(offset)s) %% %(customers)s), 12, '0'))::uuid,
-       'product ' || (i %% 500), null, 1 + i %% 3, (1 + ((i::bigint + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
+       'product ' || (i %% 500), null, 1 + i %% 3,
+       (1 + ((i::bigint + %(offset)s) * 7919) %% 10000 / 100.0)::numeric(12, 2),
        case when i %% 10 < 7 then 'USD' when i %% 10 < 9 then 'EUR' else 'GBP' end,
        purchased_at, 1, '{}'::jsonb, 'purchases', i %% 3, %(offset)s + i,
        case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end,
@@ -77,17 +79,36 @@ def dbt(*args: str, target: Path) -> dict:
     """One in-process dbt command; returns its run_results.json."""
     from dbt.cli.main import dbtRunner
 
-    outcome = dbtRunner().invoke([*args, "--project-dir", str(transform.project_dir()),
-                                  "--profiles-dir", str(profiles_dir()), "--target-path", str(target),
-                                  "--quiet"])
+    outcome = dbtRunner().invoke(
+        [
+            *args,
+            "--project-dir",
+            str(transform.project_dir()),
+            "--profiles-dir",
+            str(profiles_dir()),
+            "--target-path",
+            str(target),
+            "--quiet",
+        ]
+    )
     if not outcome.success:
         raise RuntimeError(f"dbt {' '.join(args)} failed: {outcome.exception or outcome.result}")
     return json.loads((target / "run_results.json").read_text())
 
 
 def add_events(conn, count: int, offset: int, *, days: float, until: str, loaded_now: bool) -> None:
-    conn.execute(EVENTS_SQL, {"count": count, "offset": offset, "customers": CUSTOMERS, "days": days,
-                              "until": until, "loaded_now": loaded_now}, prepare=False)
+    conn.execute(
+        EVENTS_SQL,
+        {
+            "count": count,
+            "offset": offset,
+            "customers": CUSTOMERS,
+            "days": days,
+            "until": until,
+            "loaded_now": loaded_now,
+        },
+        prepare=False,
+    )
 
 
 def scenario(history: int, target: Path) -> dict:
@@ -117,13 +138,20 @@ def scenario(history: int, target: Path) -> dict:
         dbt("build", "--exclude", "resource_type:seed", target=target)
         build_with_tests_s = time.perf_counter() - started
 
-        counts = conn.execute("select (select count(*) from marts.customer_purchases),"
-                              " (select count(*) from marts.customer_spend_daily)").fetchone()
+        counts = conn.execute(
+            "select (select count(*) from marts.customer_purchases), (select count(*) from marts.customer_spend_daily)"
+        ).fetchone()
     models = {r["unique_id"].split(".")[-1]: round(r["execution_time"], 3) for r in results["results"]}
-    figures = {"history_events": history, "staging_insert_s": round(loaded_s, 2),
-               "full_build_s": round(full_build_s, 2), "incremental_run_s": round(incremental_s, 3),
-               "incremental_build_with_tests_s": round(build_with_tests_s, 3), "model_seconds": models,
-               "customer_purchases_rows": counts[0], "customer_spend_daily_rows": counts[1]}
+    figures = {
+        "history_events": history,
+        "staging_insert_s": round(loaded_s, 2),
+        "full_build_s": round(full_build_s, 2),
+        "incremental_run_s": round(incremental_s, 3),
+        "incremental_build_with_tests_s": round(build_with_tests_s, 3),
+        "model_seconds": models,
+        "customer_purchases_rows": counts[0],
+        "customer_spend_daily_rows": counts[1],
+    }
     print(json.dumps(figures))
     return figures
 
@@ -136,13 +164,23 @@ def main() -> None:
     finally:
         drop_database(dsn())
         shutil.rmtree(target, ignore_errors=True)
-    record("dbt_incremental_s", value["incremental_run_s"], "s", baseline["incremental_run_s"],
-           higher_is_better=False, goal_ratio=1.5, new_events=NEW_EVENTS, customers=CUSTOMERS,
-           what=f"incremental `dbt run` of all models (in-process, as the DAG's tasks) after {NEW_EVENTS:,} new "
-                f"events, on {HISTORY:,} events of history (value) vs {BASELINE_HISTORY:,} (baseline)",
-           history=value, baseline_history=baseline,
-           build_with_tests_ratio=round(value["incremental_build_with_tests_s"]
-                                        / baseline["incremental_build_with_tests_s"], 3))
+    record(
+        "dbt_incremental_s",
+        value["incremental_run_s"],
+        "s",
+        baseline["incremental_run_s"],
+        higher_is_better=False,
+        goal_ratio=1.5,
+        new_events=NEW_EVENTS,
+        customers=CUSTOMERS,
+        what=f"incremental `dbt run` of all models (in-process, as the DAG's tasks) after {NEW_EVENTS:,} new "
+        f"events, on {HISTORY:,} events of history (value) vs {BASELINE_HISTORY:,} (baseline)",
+        history=value,
+        baseline_history=baseline,
+        build_with_tests_ratio=round(
+            value["incremental_build_with_tests_s"] / baseline["incremental_build_with_tests_s"], 3
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 N customers buy at a steady rate over HTTP for a while. For every purchase we note when its 202 came back,
 then watch the API (one polling loop per customer, every WATCH_INTERVAL_S): when it is first listed in
-GET /customers/me/purchases, and when GET /customers/me/spend first counts it. One customer's events share a partition and load in order, so a purchase is listed once it
-or any later purchase of the same customer is, and counted once the customer's purchase_count reaches it.
+GET /customers/me/purchases, and when GET /customers/me/spend first counts it. One customer's events share a
+partition and load in order, so a purchase is listed once it or any later purchase of the same customer is, and
+counted once the customer's purchase_count reaches it.
 
 Baseline, measured in the same run: the same two times for single purchases on the idle pipeline.
 Figures: freshness_list_p95_s, freshness_spend_p95_s (value = p95 under load, seconds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +51,9 @@ def percentile(values: list[float], q: float) -> float:
 def http_session(base: str, connections: int) -> aiohttp.ClientSession:
     """aiohttp, not httpx, for the load: measured here, httpx spent 6.8 ms of CPU per request with 32 in
     flight and aiohttp 0.37 ms. With httpx the load generator, not the pipeline, set the pace (~90/s)."""
-    return aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=connections),
-                                 timeout=aiohttp.ClientTimeout(total=30))
+    return aiohttp.ClientSession(
+        base, connector=aiohttp.TCPConnector(limit=connections), timeout=aiohttp.ClientTimeout(total=30)
+    )
 
 
 async def sign_up(client: httpx.AsyncClient, run: str, i: int) -> Customer:
@@ -61,8 +64,12 @@ async def sign_up(client: httpx.AsyncClient, run: str, i: int) -> Customer:
 
 
 async def buy(client: aiohttp.ClientSession, customer: Customer, n: int) -> None:
-    body = {"product_name": f"bench item {n}", "quantity": 1 + n % 3, "unit_price": f"{1 + n % 97}.{n % 100:02d}",
-            "currency": "USD"}
+    body = {
+        "product_name": f"bench item {n}",
+        "quantity": 1 + n % 3,
+        "unit_price": f"{1 + n % 97}.{n % 100:02d}",
+        "currency": "USD",
+    }
     async with client.post("/purchases", json=body, headers=customer.headers) as answer:
         if answer.status == 202:
             customer.accepted.append(((await answer.json())["event_id"], time.monotonic()))
@@ -75,8 +82,9 @@ async def get_json(client: aiohttp.ClientSession, path: str, headers: dict) -> t
     return body, time.monotonic()
 
 
-async def watch_customer(client: aiohttp.ClientSession, headers: dict, expected: dict, interval: float,
-                         observed: dict) -> None:
+async def watch_customer(
+    client: aiohttp.ClientSession, headers: dict, expected: dict, interval: float, observed: dict
+) -> None:
     """Polls one customer's list and spend, noting each change with the time its answer arrived (an upper
     bound on the freshness, never an under-estimate). Ends once the customer's last purchase is listed and
     all are counted (known when `expected` is filled in after the load), or at the drain deadline."""
@@ -100,8 +108,9 @@ async def watch_customer(client: aiohttp.ClientSession, headers: dict, expected:
         await asyncio.sleep(interval)
 
 
-async def _watch_all(base: str, headers: list[dict], interval: float, drain: float, expected_queue,
-                     result_queue) -> None:
+async def _watch_all(
+    base: str, headers: list[dict], interval: float, drain: float, expected_queue, result_queue
+) -> None:
     expected = [{} for _ in headers]
     observed = [{"listed": [], "counted": []} for _ in headers]
 
@@ -113,18 +122,21 @@ async def _watch_all(base: str, headers: list[dict], interval: float, drain: flo
                 await asyncio.sleep(0.5)
                 continue
             deadline = time.monotonic() + drain
-            for slot, (last_event_id, total) in zip(expected, final):
+            for slot, (last_event_id, total) in zip(expected, final, strict=True):
                 slot.update(last_event_id=last_event_id, total=total, deadline=deadline)
             return
 
     async with http_session(base, connections=len(headers)) as client:
-        await asyncio.gather(learn_what_to_expect(), *(
-            watch_customer(client, h, e, interval, o) for h, e, o in zip(headers, expected, observed)))
+        await asyncio.gather(
+            learn_what_to_expect(),
+            *(watch_customer(client, h, e, interval, o) for h, e, o in zip(headers, expected, observed, strict=True)),
+        )
     result_queue.put(observed)
 
 
-def watcher_process(base: str, headers: list[dict], interval: float, drain: float, expected_queue,
-                    result_queue) -> None:
+def watcher_process(
+    base: str, headers: list[dict], interval: float, drain: float, expected_queue, result_queue
+) -> None:
     asyncio.run(_watch_all(base, headers, interval, drain, expected_queue, result_queue))
 
 
@@ -184,8 +196,10 @@ def measure(base: str, customers_n: int, rate: float, seconds: float, drain: flo
     customers = asyncio.run(sign_up_all(base, uuid.uuid4().hex[:6], customers_n))
     context = multiprocessing.get_context("spawn")
     expected_queue, result_queue = context.Queue(), context.Queue()
-    watcher = context.Process(target=watcher_process, args=(base, [c.headers for c in customers],
-                                                           WATCH_INTERVAL_S, drain, expected_queue, result_queue))
+    watcher = context.Process(
+        target=watcher_process,
+        args=(base, [c.headers for c in customers], WATCH_INTERVAL_S, drain, expected_queue, result_queue),
+    )
     watcher.start()
     try:
         sending_s = asyncio.run(buy_at_rate(base, customers, rate, seconds))
@@ -195,14 +209,16 @@ def measure(base: str, customers_n: int, rate: float, seconds: float, drain: flo
         watcher.join(timeout=30)
         if watcher.is_alive():
             watcher.kill()
-    for customer, timeline in zip(customers, observed):
+    for customer, timeline in zip(customers, observed, strict=True):
         first_seen(customer, timeline)
     sent = int(rate * seconds)
     accepted = sum(len(c.accepted) for c in customers)
     listed, listed_missing = delays(customers, "listed_at")
     counted, counted_missing = delays(customers, "counted_at")
-    print(f"{label}: {sent} sent, {accepted} accepted in {sending_s:.0f} s (planned {seconds:.0f} s); "
-          f"listed {len(listed)} (missing {listed_missing}), counted {len(counted)} (missing {counted_missing})")
+    print(
+        f"{label}: {sent} sent, {accepted} accepted in {sending_s:.0f} s (planned {seconds:.0f} s); "
+        f"listed {len(listed)} (missing {listed_missing}), counted {len(counted)} (missing {counted_missing})"
+    )
     return listed, counted, listed_missing, counted_missing, accepted, sending_s
 
 
@@ -216,8 +232,11 @@ def stack_is_up(base: str) -> bool:
 def summary(values: list[float]) -> dict:
     if not values:
         return {"p50": None, "p95": None, "max": None}
-    return {"p50": round(statistics.median(values), 3), "p95": round(percentile(values, 0.95), 3),
-            "max": round(max(values), 3)}
+    return {
+        "p50": round(statistics.median(values), 3),
+        "p95": round(percentile(values, 0.95), 3),
+        "max": round(max(values), 3),
+    }
 
 
 def main() -> None:
@@ -234,22 +253,49 @@ def main() -> None:
     try:
         idle_list, idle_spend, *_ = measure(base, 3, 0.2, 15, args.drain, "idle baseline")
         listed, counted, listed_missing, counted_missing, accepted, sending_s = measure(
-            base, args.customers, args.rate, args.seconds, args.drain, "under load")
+            base, args.customers, args.rate, args.seconds, args.drain, "under load"
+        )
     finally:
         if started_here:
             subprocess.run(["bash", "-c", "source scripts/env.sh && scripts/down.sh"], cwd=ROOT)
-    load = {"rate_per_s": args.rate, "customers": args.customers, "seconds": args.seconds, "accepted": accepted,
-            "achieved_rate_per_s": round(accepted / sending_s, 1)}
+    load = {
+        "rate_per_s": args.rate,
+        "customers": args.customers,
+        "seconds": args.seconds,
+        "accepted": accepted,
+        "achieved_rate_per_s": round(accepted / sending_s, 1),
+    }
     samples = RESULTS_DIR / "freshness_samples.csv"
-    samples.write_text("kind,seconds\n" + "".join(f"list,{v:.3f}\n" for v in listed)
-                       + "".join(f"spend,{v:.3f}\n" for v in counted))
+    samples.write_text(
+        "kind,seconds\n" + "".join(f"list,{v:.3f}\n" for v in listed) + "".join(f"spend,{v:.3f}\n" for v in counted)
+    )
     list_stats, spend_stats = summary(listed), summary(counted)
-    record("freshness_list_p95_s", list_stats["p95"], "s", summary(idle_list)["p95"], higher_is_better=False,
-           goal=10, p50=list_stats["p50"], max=list_stats["max"], never_listed=listed_missing,
-           baseline_is="p95 for single purchases on the idle pipeline", load=load)
-    record("freshness_spend_p95_s", spend_stats["p95"], "s", summary(idle_spend)["p95"], higher_is_better=False,
-           goal=60, p50=spend_stats["p50"], max=spend_stats["max"], never_counted=counted_missing,
-           baseline_is="p95 for single purchases on the idle pipeline", load=load)
+    record(
+        "freshness_list_p95_s",
+        list_stats["p95"],
+        "s",
+        summary(idle_list)["p95"],
+        higher_is_better=False,
+        goal=10,
+        p50=list_stats["p50"],
+        max=list_stats["max"],
+        never_listed=listed_missing,
+        baseline_is="p95 for single purchases on the idle pipeline",
+        load=load,
+    )
+    record(
+        "freshness_spend_p95_s",
+        spend_stats["p95"],
+        "s",
+        summary(idle_spend)["p95"],
+        higher_is_better=False,
+        goal=60,
+        p50=spend_stats["p50"],
+        max=spend_stats["max"],
+        never_counted=counted_missing,
+        baseline_is="p95 for single purchases on the idle pipeline",
+        load=load,
+    )
 
 
 if __name__ == "__main__":

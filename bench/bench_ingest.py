@@ -18,6 +18,7 @@ The machine is shared (2 cores): load_average_1m is recorded with each figure, a
 
 Run: make bench-ingest (or python -m bench.bench_ingest). Needs wrk (apt-get install -y wrk).
 """
+
 from __future__ import annotations
 
 from fastapi import FastAPI, Response
@@ -42,7 +43,6 @@ def main() -> None:  # noqa: C901 - one straight script
     import os
     import secrets
     import shutil
-    import socket
     import statistics
     import subprocess
     import sys
@@ -55,7 +55,7 @@ def main() -> None:  # noqa: C901 - one straight script
 
     from bench.results import record
     from purchases.broker import ensure_topic, start_embedded_broker
-    from purchases.processes import stop_process
+    from purchases.processes import free_port, stop_process
     from purchases.warehouse import bootstrap, drop_database
 
     root = Path(__file__).resolve().parents[1]
@@ -69,11 +69,6 @@ def main() -> None:  # noqa: C901 - one straight script
     wrk = shutil.which("wrk")
     if wrk is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
     def wait_healthy(url: str, process: subprocess.Popen, what: str) -> None:
         deadline = time.monotonic() + 90
@@ -94,15 +89,34 @@ def main() -> None:  # noqa: C901 - one straight script
     processes: list[subprocess.Popen] = []
     broker_port = free_port()
     bootstrap_servers = f"127.0.0.1:{broker_port}"
-    dsn = make_conninfo(os.environ.get("WAREHOUSE_DSN", "postgresql://postgres@127.0.0.1:5432/purchases"),
-                        dbname=f"purchases_bench_ingest_{secrets.token_hex(4)}")
+    dsn = make_conninfo(
+        os.environ.get("WAREHOUSE_DSN", "postgresql://postgres@127.0.0.1:5432/purchases"),
+        dbname=f"purchases_bench_ingest_{secrets.token_hex(4)}",
+    )
 
     def serve(app: str, port: int, env: dict, name: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--workers",
-             str(workers), "--no-access-log", "--log-level", "warning"],
-            cwd=root, env=env, stdout=open(log_dir / f"bench_ingest_{name}.log", "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                app,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=root,
+            env=env,
+            stdout=open(log_dir / f"bench_ingest_{name}.log", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         processes.append(process)
         return process
 
@@ -119,24 +133,38 @@ end
         body_file = work / f"{name}.json"
         body_file.write_bytes(body)
         script = work / f"{name}.lua"
-        script.write_text(f"""
+        script.write_text(
+            f"""
 local f = io.open("{body_file}", "rb")
 wrk.body = f:read("*a")
 f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
-""" + report_lua)
+"""
+            + report_lua
+        )
         return script
 
     def run_wrk(url: str, script: Path, duration: int, conns: int) -> dict:
-        out = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [wrk, "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         line = next(line for line in out.splitlines() if line.startswith("RESULT "))
         requests, duration_us, p50, p90, p99, worst, bad_status, socket_errors = line.split()[1:]
-        return {"rps": int(requests) / (int(duration_us) / 1e6), "requests": int(requests), "p50_ms": float(p50),
-                "p90_ms": float(p90), "p99_ms": float(p99), "max_ms": float(worst),
-                "non_202": int(bad_status), "socket_errors": int(socket_errors)}
+        return {
+            "rps": int(requests) / (int(duration_us) / 1e6),
+            "requests": int(requests),
+            "p50_ms": float(p50),
+            "p90_ms": float(p90),
+            "p99_ms": float(p99),
+            "max_ms": float(worst),
+            "non_202": int(bad_status),
+            "socket_errors": int(socket_errors),
+        }
 
     try:
         broker = start_embedded_broker("127.0.0.1", broker_port, log_dir / "bench_ingest_broker.log")
@@ -151,8 +179,13 @@ wrk.headers["Authorization"] = "Bearer {token}"
                     raise
                 time.sleep(0.5)
         bootstrap(dsn)
-        env = dict(os.environ, WAREHOUSE_DSN=dsn, KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
-                   PURCHASES_TOPIC="purchases", JWT_SECRET=os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32))
+        env = dict(
+            os.environ,
+            WAREHOUSE_DSN=dsn,
+            KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
+            PURCHASES_TOPIC="purchases",
+            JWT_SECRET=os.environ.get("JWT_SECRET") or secrets.token_urlsafe(32),
+        )
         api_url, bare_url = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
         api = serve("ingest_api.main:app", int(api_url.rsplit(":", 1)[1]), env, "api")
         bare = serve("bench.bench_ingest:bare_app", int(bare_url.rsplit(":", 1)[1]), env, "bare")
@@ -160,15 +193,30 @@ wrk.headers["Authorization"] = "Bearer {token}"
         wait_healthy(bare_url, bare, "the bare endpoint")
 
         username, password = f"bench_{secrets.token_hex(4)}", secrets.token_urlsafe(16)
-        assert httpx.post(api_url + "/customers", json={"username": username, "password": password},
-                          timeout=30).status_code == 201
-        token = httpx.post(api_url + "/auth/token", data={"username": username, "password": password},
-                           timeout=30).json()["access_token"]
-        purchase = {"product_name": "Coffee beans", "description": "1 kg, whole", "quantity": 2,
-                    "unit_price": "12.35", "currency": "USD"}
+        assert (
+            httpx.post(
+                api_url + "/customers", json={"username": username, "password": password}, timeout=30
+            ).status_code
+            == 201
+        )
+        token = httpx.post(
+            api_url + "/auth/token", data={"username": username, "password": password}, timeout=30
+        ).json()["access_token"]
+        purchase = {
+            "product_name": "Coffee beans",
+            "description": "1 kg, whole",
+            "quantity": 2,
+            "unit_price": "12.35",
+            "currency": "USD",
+        }
         single = lua_script("single", json.dumps(purchase).encode(), token)
-        batch = lua_script("batch", json.dumps({"purchases": [
-            dict(purchase, product_name=f"Coffee beans {i}") for i in range(batch_size)]}).encode(), token)
+        batch = lua_script(
+            "batch",
+            json.dumps(
+                {"purchases": [dict(purchase, product_name=f"Coffee beans {i}") for i in range(batch_size)]}
+            ).encode(),
+            token,
+        )
 
         # Warm-up: connections, the producer's id, the JIT-less interpreter's caches.
         run_wrk(api_url + "/purchases", single, 3, connections)
@@ -178,39 +226,69 @@ wrk.headers["Authorization"] = "Bearer {token}"
         for i in range(rounds):
             bare_rounds.append(run_wrk(bare_url + "/purchases", single, seconds, connections))
             real_rounds.append(run_wrk(api_url + "/purchases", single, seconds, connections))
-            print(f"round {i + 1}/{rounds}: bare {bare_rounds[-1]['rps']:.0f} req/s p99 "
-                  f"{bare_rounds[-1]['p99_ms']:.1f} ms | api {real_rounds[-1]['rps']:.0f} req/s p99 "
-                  f"{real_rounds[-1]['p99_ms']:.1f} ms", flush=True)
+            print(
+                f"round {i + 1}/{rounds}: bare {bare_rounds[-1]['rps']:.0f} req/s p99 "
+                f"{bare_rounds[-1]['p99_ms']:.1f} ms | api {real_rounds[-1]['rps']:.0f} req/s p99 "
+                f"{real_rounds[-1]['p99_ms']:.1f} ms",
+                flush=True,
+            )
         failures = sum(r["non_202"] + r["socket_errors"] for r in real_rounds)
 
         def median(rows: list[dict], key: str) -> float:
             return round(statistics.median(row[key] for row in rows), 2)
 
         machine_load = os.getloadavg()[0]
-        record("ingest_rps", round(median(real_rounds, "rps")), "req/s", round(median(bare_rounds, "rps")),
-               p99_ms=median(real_rounds, "p99_ms"), p50_ms=median(real_rounds, "p50_ms"),
-               p90_ms=median(real_rounds, "p90_ms"), baseline_p99_ms=median(bare_rounds, "p99_ms"),
-               goal_ratio=0.4, goal_p99_ms=25, connections=connections, uvicorn_workers=workers,
-               rounds=rounds, seconds_per_round=seconds, load_tool="wrk -t1", failed_requests=failures,
-               requests=sum(r["requests"] for r in real_rounds), load_average_1m=round(machine_load, 2),
-               baseline_is="bare FastAPI endpoint answering 202, same uvicorn, workers, wrk, body, token",
-               rounds_detail={"api": real_rounds, "bare": bare_rounds})
+        record(
+            "ingest_rps",
+            round(median(real_rounds, "rps")),
+            "req/s",
+            round(median(bare_rounds, "rps")),
+            p99_ms=median(real_rounds, "p99_ms"),
+            p50_ms=median(real_rounds, "p50_ms"),
+            p90_ms=median(real_rounds, "p90_ms"),
+            baseline_p99_ms=median(bare_rounds, "p99_ms"),
+            goal_ratio=0.4,
+            goal_p99_ms=25,
+            connections=connections,
+            uvicorn_workers=workers,
+            rounds=rounds,
+            seconds_per_round=seconds,
+            load_tool="wrk -t1",
+            failed_requests=failures,
+            requests=sum(r["requests"] for r in real_rounds),
+            load_average_1m=round(machine_load, 2),
+            baseline_is="bare FastAPI endpoint answering 202, same uvicorn, workers, wrk, body, token",
+            rounds_detail={"api": real_rounds, "bare": bare_rounds},
+        )
 
         run_wrk(api_url + "/purchases/batch", batch, 2, batch_connections)  # warm-up
         real_batches, bare_batches = [], []
         for i in range(batch_rounds):
             bare_batches.append(run_wrk(bare_url + "/purchases/batch", batch, seconds, batch_connections))
             real_batches.append(run_wrk(api_url + "/purchases/batch", batch, seconds, batch_connections))
-            print(f"batch round {i + 1}/{batch_rounds}: bare {bare_batches[-1]['rps'] * batch_size:.0f} "
-                  f"purchases/s | api {real_batches[-1]['rps'] * batch_size:.0f} purchases/s", flush=True)
+            print(
+                f"batch round {i + 1}/{batch_rounds}: bare {bare_batches[-1]['rps'] * batch_size:.0f} "
+                f"purchases/s | api {real_batches[-1]['rps'] * batch_size:.0f} purchases/s",
+                flush=True,
+            )
         batch_failures = sum(r["non_202"] + r["socket_errors"] for r in real_batches)
-        record("ingest_batch_purchases_per_s", round(median(real_batches, "rps") * batch_size), "purchases/s",
-               round(median(bare_batches, "rps") * batch_size), goal_value=50_000,
-               purchases_per_request=batch_size, connections=batch_connections, uvicorn_workers=workers,
-               p99_ms=median(real_batches, "p99_ms"), rounds=batch_rounds, seconds_per_round=seconds,
-               failed_requests=batch_failures, load_average_1m=round(os.getloadavg()[0], 2),
-               baseline_is="bare FastAPI endpoint receiving the same 1000-purchase bodies",
-               rounds_detail={"api": real_batches, "bare": bare_batches})
+        record(
+            "ingest_batch_purchases_per_s",
+            round(median(real_batches, "rps") * batch_size),
+            "purchases/s",
+            round(median(bare_batches, "rps") * batch_size),
+            goal_value=50_000,
+            purchases_per_request=batch_size,
+            connections=batch_connections,
+            uvicorn_workers=workers,
+            p99_ms=median(real_batches, "p99_ms"),
+            rounds=batch_rounds,
+            seconds_per_round=seconds,
+            failed_requests=batch_failures,
+            load_average_1m=round(os.getloadavg()[0], 2),
+            baseline_is="bare FastAPI endpoint receiving the same 1000-purchase bodies",
+            rounds_detail={"api": real_batches, "bare": bare_batches},
+        )
         if failures or batch_failures:
             sys.exit("some requests to the API did not answer 202: see logs/bench_ingest_api.log")
     finally:

@@ -14,30 +14,30 @@ end). Steps, all in one run:
 
 Figure: loader_events_per_s {value, baseline: raw COPY rows/s, ratio}; goal ratio >= 0.5.
 """
+
 from __future__ import annotations
 
 import os
 import resource
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 from confluent_kafka import Consumer, Producer, TopicPartition
+from psycopg.conninfo import make_conninfo
 
 from bench.results import record
 from purchases.broker import ensure_topic, start_embedded_broker
 from purchases.contract import parse_event
 from purchases.load import LoaderConfig
 from purchases.load.records import STAGING_COLUMNS
-from purchases.processes import stop_process
+from purchases.processes import free_port, stop_process
 from purchases.settings import get_settings
 from purchases.warehouse import bootstrap, drop_database
 
@@ -52,33 +52,41 @@ CUSTOMERS = 1000
 TOPIC = "purchases"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def event_bytes(n: int, customer: uuid.UUID, now: datetime) -> bytes:
     # The exact JSON PurchaseEvent.to_bytes() writes, formatted directly: producing 1M events stays fast.
     purchased_at = (now - timedelta(milliseconds=n)).isoformat().replace("+00:00", "Z")
-    return (f'{{"schema_version":1,"event_id":"{uuid.uuid4()}","customer_id":"{customer}",'
-            f'"product_name":"Item {n % 5000}","description":"size {n % 7}","quantity":{1 + n % 5},'
-            f'"unit_price":"{1 + n % 300}.{n % 100:02d}","currency":"EUR","purchased_at":"{purchased_at}"}}').encode()
+    return (
+        f'{{"schema_version":1,"event_id":"{uuid.uuid4()}","customer_id":"{customer}",'
+        f'"product_name":"Item {n % 5000}","description":"size {n % 7}","quantity":{1 + n % 5},'
+        f'"unit_price":"{1 + n % 300}.{n % 100:02d}","currency":"EUR","purchased_at":"{purchased_at}"}}'
+    ).encode()
 
 
 def produce(bootstrap_servers: str, customers: list[uuid.UUID]) -> float:
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 20, "batch.num.messages": 10000,
-                         "queue.buffering.max.messages": 200000, "acks": "all", "enable.idempotence": False})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200000,
+            "acks": "all",
+            "enable.idempotence": False,
+        }
+    )
     failures = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     started = time.monotonic()
     for n in range(EVENTS):
         customer = customers[n % len(customers)]
         while True:
             try:
-                producer.produce(TOPIC, key=str(customer).encode(), value=event_bytes(n, customer, now),
-                                 partition=hash(customer) % PARTITIONS,
-                                 on_delivery=lambda err, _m: err and failures.append(err))
+                producer.produce(
+                    TOPIC,
+                    key=str(customer).encode(),
+                    value=event_bytes(n, customer, now),
+                    partition=hash(customer) % PARTITIONS,
+                    on_delivery=lambda err, _m: err and failures.append(err),
+                )
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -90,12 +98,32 @@ def produce(bootstrap_servers: str, customers: list[uuid.UUID]) -> float:
 
 def run_loaders(bootstrap_servers: str, dsn: str, parallel: int) -> tuple[float, float, list[str]]:
     """One loader process per partition, `parallel` at a time; wall time from the first launch to the last exit."""
+
     def launch(partition: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "purchases.load", "--bootstrap-servers", bootstrap_servers, "--dsn", dsn,
-             "--topic", TOPIC, "load", "--partition", str(partition), "--window", "3600", "--until-idle",
-             "--batch-max-events", str(BATCH_MAX_EVENTS)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "purchases.load",
+                "--bootstrap-servers",
+                bootstrap_servers,
+                "--dsn",
+                dsn,
+                "--topic",
+                TOPIC,
+                "load",
+                "--partition",
+                str(partition),
+                "--window",
+                "3600",
+                "--until-idle",
+                "--batch-max-events",
+                str(BATCH_MAX_EVENTS),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
 
     started = time.monotonic()
     processes, outputs = [], []
@@ -116,17 +144,21 @@ def raw_copy_baseline(dsn: str, tries: int = 2) -> list[float]:
     rates = []
     with psycopg.connect(dsn) as conn:
         chunks = []
-        with conn.cursor().copy(f"copy (select {columns} from staging.purchase_events) to stdout (format binary)") as copy:
+        with conn.cursor().copy(
+            f"copy (select {columns} from staging.purchase_events) to stdout (format binary)"
+        ) as copy:
             for chunk in copy:
                 chunks.append(bytes(chunk))
         for _ in range(tries):
             conn.execute("drop table if exists staging.purchase_events_copy_baseline")
-            conn.execute("create table staging.purchase_events_copy_baseline "
-                         "(like staging.purchase_events including all)")
+            conn.execute(
+                "create table staging.purchase_events_copy_baseline (like staging.purchase_events including all)"
+            )
             conn.commit()
             started = time.monotonic()
-            with conn.cursor().copy(f"copy staging.purchase_events_copy_baseline ({columns}) "
-                                    f"from stdin (format binary)") as copy:
+            with conn.cursor().copy(
+                f"copy staging.purchase_events_copy_baseline ({columns}) from stdin (format binary)"
+            ) as copy:
                 for chunk in chunks:
                     copy.write(chunk)
             conn.commit()
@@ -138,8 +170,14 @@ def raw_copy_baseline(dsn: str, tries: int = 2) -> list[float]:
 
 def per_row_insert(bootstrap_servers: str, dsn: str) -> float:
     """The seed system: one event at a time, customer looked up, INSERT, COMMIT."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "bench-unused",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "bench-unused",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     consumer.assign([TopicPartition(TOPIC, 0, 0)])
     messages = []
     while len(messages) < PER_ROW_SAMPLE:
@@ -154,11 +192,25 @@ def per_row_insert(bootstrap_servers: str, dsn: str) -> float:
         for message in messages:
             event = parse_event(message.value())
             if conn.execute("select 1 from app.customers where customer_id = %s", (event.customer_id,)).fetchone():
-                conn.execute(f"insert into staging.purchase_events_per_row ({columns}) values "
-                             f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
-                             (event.event_id, event.customer_id, event.product_name, event.description,
-                              event.quantity, event.unit_price, event.currency, event.purchased_at,
-                              event.schema_version, "{}", TOPIC, message.partition(), message.offset()))
+                conn.execute(
+                    f"insert into staging.purchase_events_per_row ({columns}) values "
+                    f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
+                    (
+                        event.event_id,
+                        event.customer_id,
+                        event.product_name,
+                        event.description,
+                        event.quantity,
+                        event.unit_price,
+                        event.currency,
+                        event.purchased_at,
+                        event.schema_version,
+                        "{}",
+                        TOPIC,
+                        message.partition(),
+                        message.offset(),
+                    ),
+                )
             conn.commit()
         elapsed = time.monotonic() - started
     return len(messages) / elapsed
@@ -183,8 +235,10 @@ def main() -> None:
                 time.sleep(0.5)
         customers = [uuid.uuid4() for _ in range(CUSTOMERS)]
         with psycopg.connect(dsn) as conn:
-            conn.cursor().executemany("insert into app.customers (customer_id, username, password_hash) "
-                                      "values (%s, %s, 'x')", [(c, f"bench-{c}") for c in customers])
+            conn.cursor().executemany(
+                "insert into app.customers (customer_id, username, password_hash) values (%s, %s, 'x')",
+                [(c, f"bench-{c}") for c in customers],
+            )
 
         produce_seconds = produce(bootstrap_servers, customers)
         print(f"produced {EVENTS:,} events in {produce_seconds:.1f} s ({EVENTS / produce_seconds:,.0f}/s)")
@@ -195,8 +249,10 @@ def main() -> None:
             rejected = conn.execute("select count(*) from staging.purchase_events_rejected").fetchone()[0]
         assert (loaded, rejected) == (EVENTS, 0), (loaded, rejected, outputs)
         loader_rate = loaded / load_seconds
-        print(f"loader: {loaded:,} rows in {load_seconds:.1f} s = {loader_rate:,.0f} events/s, "
-              f"peak RSS {peak_rss_mb:.0f} MB per process")
+        print(
+            f"loader: {loaded:,} rows in {load_seconds:.1f} s = {loader_rate:,.0f} events/s, "
+            f"peak RSS {peak_rss_mb:.0f} MB per process"
+        )
 
         baseline_tries = raw_copy_baseline(dsn)
         baseline = max(baseline_tries)
@@ -204,16 +260,26 @@ def main() -> None:
         per_row = per_row_insert(bootstrap_servers, dsn)
         print(f"per-row INSERT+COMMIT: {per_row:,.0f} events/s (sample of {PER_ROW_SAMPLE:,})")
 
-        record("loader_events_per_s", round(loader_rate), "events/s", round(baseline),
-               insert_per_row_events_per_s=round(per_row), insert_per_row_sample=PER_ROW_SAMPLE,
-               peak_rss_mb=round(peak_rss_mb, 1), events=EVENTS, partitions=PARTITIONS,
-               loader_processes_at_once=PARALLEL, batch_max_events=BATCH_MAX_EVENTS,
-               load_seconds=round(load_seconds, 2), produce_events_per_s=round(EVENTS / produce_seconds),
-               baseline_is="best of 2 single binary COPYs of the same rows (pre-encoded) into an identical table, "
-                           "same indexes",
-               baseline_tries=[round(r) for r in baseline_tries],
-               load_average_1m=round(os.getloadavg()[0], 2),
-               goal_ratio=0.5)
+        record(
+            "loader_events_per_s",
+            round(loader_rate),
+            "events/s",
+            round(baseline),
+            insert_per_row_events_per_s=round(per_row),
+            insert_per_row_sample=PER_ROW_SAMPLE,
+            peak_rss_mb=round(peak_rss_mb, 1),
+            events=EVENTS,
+            partitions=PARTITIONS,
+            loader_processes_at_once=PARALLEL,
+            batch_max_events=BATCH_MAX_EVENTS,
+            load_seconds=round(load_seconds, 2),
+            produce_events_per_s=round(EVENTS / produce_seconds),
+            baseline_is="best of 2 single binary COPYs of the same rows (pre-encoded) into an identical table, "
+            "same indexes",
+            baseline_tries=[round(r) for r in baseline_tries],
+            load_average_1m=round(os.getloadavg()[0], 2),
+            goal_ratio=0.5,
+        )
     finally:
         stop_process(broker)
         drop_database(dsn)

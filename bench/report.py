@@ -1,10 +1,11 @@
 """Merges the figures of `make bench` into a dated copy and a short Markdown report with plots."""
+
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import matplotlib
 
@@ -14,8 +15,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bench.results import LATEST, RESULTS_DIR  # noqa: E402
 
 GOALS = {  # figure -> (goal on the ratio or value, how to read it)
-    "ingest_rps": ("ratio >= 0.4, p99 <= 25 ms",
-                   lambda f: f["ratio"] is not None and f["ratio"] >= 0.4 and f.get("p99_ms", 1e9) <= 25),
+    "ingest_rps": (
+        "ratio >= 0.4, p99 <= 25 ms",
+        lambda f: f["ratio"] is not None and f["ratio"] >= 0.4 and f.get("p99_ms", 1e9) <= 25,
+    ),
     "ingest_batch_purchases_per_s": (">= 50,000/s", lambda f: f["value"] >= 50_000),
     "loader_events_per_s": ("ratio >= 0.5", lambda f: f["ratio"] is not None and f["ratio"] >= 0.5),
     "dbt_incremental_s": ("ratio <= 1.5", lambda f: f["ratio"] is not None and f["ratio"] <= 1.5),
@@ -63,33 +66,46 @@ def freshness_plot(path) -> bool:
 def main() -> None:
     results = json.loads(LATEST.read_text())
     figures = results.get("figures", {})
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     shutil.copy(LATEST, RESULTS_DIR / f"{stamp}.json")
     throughput_plot(figures, RESULTS_DIR / "throughput.png")
     has_freshness = freshness_plot(RESULTS_DIR / "freshness.png")
     machine = results.get("machine", {})
-    lines = [f"# Benchmark report, {stamp}", "",
-             f"Machine: {machine.get('cpus')} cores, {machine.get('memory_gb')} GB, Python {machine.get('python')}.", "",
-             "| figure | value | unit | baseline (same run) | ratio | goal | met |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Benchmark report, {stamp}",
+        "",
+        f"Machine: {machine.get('cpus')} cores, {machine.get('memory_gb')} GB, Python {machine.get('python')}.",
+        "",
+        "| figure | value | unit | baseline (same run) | ratio | goal | met |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, figure in sorted(figures.items()):
         goal, met = GOALS.get(name, ("", lambda f: None))
         verdict = met(figure)
-        lines.append(f"| {name} | {figure['value']} | {figure['unit']} | {figure['baseline']} | {figure['ratio']} | "
-                     f"{goal} | {'' if verdict is None else ('yes' if verdict else 'NO')} |")
+        lines.append(
+            f"| {name} | {figure['value']} | {figure['unit']} | {figure['baseline']} | {figure['ratio']} | "
+            f"{goal} | {'' if verdict is None else ('yes' if verdict else 'NO')} |"
+        )
     for name in ("freshness_list_p95_s", "freshness_spend_p95_s"):
         if name in figures:
             figure, load = figures[name], figures[name].get("load", {})
-            lines += ["", f"{name}: p50 {figure.get('p50')} s, p95 {figure['value']} s, max {figure.get('max')} s; "
-                      f"load planned {load.get('rate_per_s')}/s from {load.get('customers')} customers for "
-                      f"{load.get('seconds')} s, achieved {load.get('achieved_rate_per_s')}/s, "
-                      f"{load.get('accepted')} accepted."]
+            lines += [
+                "",
+                f"{name}: p50 {figure.get('p50')} s, p95 {figure['value']} s, max {figure.get('max')} s; "
+                f"load planned {load.get('rate_per_s')}/s from {load.get('customers')} customers for "
+                f"{load.get('seconds')} s, achieved {load.get('achieved_rate_per_s')}/s, "
+                f"{load.get('accepted')} accepted.",
+            ]
     lines += ["", "![throughput](throughput.png)"] + (["", "![freshness](freshness.png)"] if has_freshness else [])
     soak = RESULTS_DIR / "soak_latest.txt"
     if soak.exists():
         lines += ["", "Latest `make soak`:", "", *("    " + line for line in soak.read_text().splitlines())]
     missing = [n for n in GOALS if n not in figures]
-    lines += ["", "Each figure's `*_is` / `baseline_is` field in latest.json says what its baseline is; load averages "
-              "are recorded with the figures (the machine has 2 cores)."]
+    lines += [
+        "",
+        "Each figure's `*_is` / `baseline_is` field in latest.json says what its baseline is; load averages "
+        "are recorded with the figures (the machine has 2 cores).",
+    ]
     if missing:
         lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     (RESULTS_DIR / "report.md").write_text("\n".join(lines) + "\n")

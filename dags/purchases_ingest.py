@@ -9,6 +9,7 @@ Continuous, one run at a time. The work is in purchases/load (docs/loading.md ex
    (also those a failed load task committed before it failed), which starts purchases_quality.
 4. `every_partition_loaded`: makes the run fail visibly when any partition's load failed.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -29,13 +30,24 @@ settings = Settings()
     start_date=datetime(2024, 1, 1),
     catchup=False,
     tags=["purchases", "loader"],
-    default_args={"retries": settings.loader_retries,
-                  "retry_delay": timedelta(seconds=settings.loader_retry_delay_seconds)},
+    default_args={
+        "retries": settings.loader_retries,
+        "retry_delay": timedelta(seconds=settings.loader_retry_delay_seconds),
+    },
     params={
-        "window_seconds": Param(settings.loader_window_seconds, type="number", minimum=0, maximum=600,
-                                description="How long each partition's task keeps loading micro-batches."),
-        "batch_max_events": Param(settings.loader_batch_max_events, type="integer", minimum=1,
-                                  description="Most records in one transaction (bounds memory)."),
+        "window_seconds": Param(
+            settings.loader_window_seconds,
+            type="number",
+            minimum=0,
+            maximum=600,
+            description="How long each partition's task keeps loading micro-batches.",
+        ),
+        "batch_max_events": Param(
+            settings.loader_batch_max_events,
+            type="integer",
+            minimum=1,
+            description="Most records in one transaction (bounds memory).",
+        ),
     },
     doc_md=__doc__,
 )

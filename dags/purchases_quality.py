@@ -7,6 +7,7 @@ once (no retry: bad rows do not get better) and, through depends_on_past, holds 
 the transform) until the rows are fixed and the failed task is cleared. A DAG of its own, so the loader
 never waits for it.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -5,6 +5,7 @@ Trigger it with the params below (dry_run is on by default: turn it off to load)
 batch of their own; a replay that loaded rows emits `staging_purchase_events_loaded`, so the quality gate
 and the transform follow.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -21,8 +22,9 @@ from purchases.assets import STAGING_PURCHASE_EVENTS_LOADED
     catchup=False,
     tags=["purchases", "replay"],
     params={
-        "reason_contains": Param("", type="string",
-                                 description="Only rejections whose reason contains this (empty: all)."),
+        "reason_contains": Param(
+            "", type="string", description="Only rejections whose reason contains this (empty: all)."
+        ),
         "rejection_ids": Param([], type="array", description="Only these rejection_id values (empty: all)."),
         "dry_run": Param(True, type="boolean", description="Report what would be replayed; change nothing."),
     },
@@ -33,8 +35,13 @@ def purchases_replay():
     def replay(params=None, outlet_events=None) -> dict:
         from purchases.load.tasks import replay
 
-        return replay(params["reason_contains"], params["rejection_ids"], params["dry_run"], outlet_events,
-                      STAGING_PURCHASE_EVENTS_LOADED)
+        return replay(
+            params["reason_contains"],
+            params["rejection_ids"],
+            params["dry_run"],
+            outlet_events,
+            STAGING_PURCHASE_EVENTS_LOADED,
+        )
 
     replay()
 

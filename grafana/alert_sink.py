@@ -3,6 +3,7 @@
 The Docker stack sends alerts here unless GRAFANA_ALERT_WEBHOOK_URL points elsewhere, so that
 `docker compose logs alert-sink` shows what Grafana would have sent. Standard library only.
 """
+
 from __future__ import annotations
 
 import json

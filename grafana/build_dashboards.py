@@ -8,6 +8,7 @@ Every query reads schema `marts` only, as the read-only `grafana_reader` role. T
 variables are multi-value with an "All" option whose value is the literal '__all' (Grafana inserts a
 custom all value unescaped), so "All" never expands into a list of every customer.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ CURRENCY_FILTER = "('__all' in ($currency) or {col}::text in ($currency))"
 
 
 def filters(customer_col: str, currency_col: str) -> str:
-    return (CUSTOMER_FILTER.format(col=customer_col) + "\n  and " + CURRENCY_FILTER.format(col=currency_col))
+    return CUSTOMER_FILTER.format(col=customer_col) + "\n  and " + CURRENCY_FILTER.format(col=currency_col)
 
 
 def sql(text: str) -> str:
@@ -32,17 +33,35 @@ def sql(text: str) -> str:
 
 
 def target(raw_sql: str, fmt: str = "table", ref: str = "A") -> dict:
-    return {"refId": ref, "datasource": DATASOURCE, "editorMode": "code", "format": fmt,
-            "rawQuery": True, "rawSql": raw_sql}
+    return {
+        "refId": ref,
+        "datasource": DATASOURCE,
+        "editorMode": "code",
+        "format": fmt,
+        "rawQuery": True,
+        "rawSql": raw_sql,
+    }
 
 
-def panel(pid: int, kind: str, title: str, grid: tuple[int, int, int, int], targets: list[dict],
-          description: str, field_config: dict | None = None, options: dict | None = None) -> dict:
+def panel(
+    pid: int,
+    kind: str,
+    title: str,
+    grid: tuple[int, int, int, int],
+    targets: list[dict],
+    description: str,
+    field_config: dict | None = None,
+    options: dict | None = None,
+) -> dict:
     x, y, w, h = grid
     return {
-        "id": pid, "type": kind, "title": title, "description": description,
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "description": description,
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "datasource": DATASOURCE, "targets": targets,
+        "datasource": DATASOURCE,
+        "targets": targets,
         "fieldConfig": field_config or {"defaults": {}, "overrides": []},
         "options": options or {},
     }
@@ -58,9 +77,14 @@ def by_name(field: str, *properties: dict) -> dict:
 
 
 def stat_options() -> dict:
-    return {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
-            "justifyMode": "auto", "orientation": "auto"}
+    return {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+        "graphMode": "none",
+        "textMode": "value_and_name",
+        "justifyMode": "auto",
+        "orientation": "auto",
+    }
 
 
 # --- queries (tests/grafana runs each of these against marts built by dbt) -------------------------
@@ -169,86 +193,192 @@ CURRENCY_VARIABLE_SQL = sql("""
 
 def query_variable(name: str, label: str, query: str) -> dict:
     return {
-        "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-        "query": query, "definition": query, "refresh": 2, "sort": 0,
-        "multi": True, "includeAll": True, "allValue": ALL,
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": query,
+        "definition": query,
+        "refresh": 2,
+        "sort": 0,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ALL,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "options": [],
     }
 
 
 def build() -> dict:
-    seconds = {"defaults": {"unit": "s", "decimals": 0,
-                            "thresholds": thresholds((None, "green"), (300, "orange"), (600, "red"))},
-               "overrides": []}
-    count_red = {"defaults": {"unit": "short", "decimals": 0,
-                              "thresholds": thresholds((None, "green"), (1, "red"))}, "overrides": []}
-    count_plain = {"defaults": {"unit": "short", "decimals": 0,
-                                "thresholds": thresholds((None, "blue"))}, "overrides": []}
+    seconds = {
+        "defaults": {
+            "unit": "s",
+            "decimals": 0,
+            "thresholds": thresholds((None, "green"), (300, "orange"), (600, "red")),
+        },
+        "overrides": [],
+    }
+    count_red = {
+        "defaults": {"unit": "short", "decimals": 0, "thresholds": thresholds((None, "green"), (1, "red"))},
+        "overrides": [],
+    }
+    count_plain = {
+        "defaults": {"unit": "short", "decimals": 0, "thresholds": thresholds((None, "blue"))},
+        "overrides": [],
+    }
     money = {"defaults": {"unit": "none", "decimals": 2}, "overrides": []}
     partition_lag = {
         "defaults": {},
         "overrides": [
-            by_name("state", {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    {"id": "mappings", "value": [{"type": "value", "options": {
-                        "stuck": {"text": "stuck", "color": "red", "index": 0},
-                        "loading": {"text": "loading", "color": "blue", "index": 1},
-                        "up to date": {"text": "up to date", "color": "green", "index": 2},
-                        "log end unknown": {"text": "log end unknown", "color": "transparent", "index": 3},
-                    }}]}),
+            by_name(
+                "state",
+                {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                {
+                    "id": "mappings",
+                    "value": [
+                        {
+                            "type": "value",
+                            "options": {
+                                "stuck": {"text": "stuck", "color": "red", "index": 0},
+                                "loading": {"text": "loading", "color": "blue", "index": 1},
+                                "up to date": {"text": "up to date", "color": "green", "index": 2},
+                                "log end unknown": {"text": "log end unknown", "color": "transparent", "index": 3},
+                            },
+                        }
+                    ],
+                },
+            ),
             by_name("lag", {"id": "unit", "value": "short"}, {"id": "decimals", "value": 0}),
             by_name("seconds_since_commit", {"id": "unit", "value": "s"}, {"id": "decimals", "value": 0}),
         ],
     }
     panels = [
-        panel(1, "stat", "Pipeline freshness", (0, 0, 6, 4), [target(FRESHNESS_SQL)],
-              "Seconds since the newest event reached staging (loader). Red past 10 minutes: see the "
-              "Pipeline stale alert.", seconds, stat_options()),
-        panel(2, "stat", "Events loaded, last 10 min", (6, 0, 6, 4), [target(LOADED_10M_SQL)],
-              "Events the loader wrote to staging in the last 10 minutes.", count_plain, stat_options()),
-        panel(3, "stat", "Rejected events, last hour", (12, 0, 6, 4), [target(REJECTED_LAST_HOUR_SQL)],
-              "Records on the topic the loader could not accept in the last hour (kept in "
-              "staging.purchase_events_rejected with the reason).", count_red, stat_options()),
-        panel(4, "stat", "Loaded, not yet in marts", (18, 0, 6, 4), [target(TRANSFORM_BACKLOG_SQL)],
-              "Events in staging that the last dbt run has not carried into marts yet.", count_plain,
-              stat_options()),
-        panel(10, "table", "Partition lag", (0, 4, 24, 6), [target(PARTITION_LAG_SQL)],
-              "Per topic partition (marts.partition_lag): lag = records on the broker the loader has not "
-              "committed to staging yet, and the seconds since it last committed a batch there. State "
-              f"'stuck' (red): lag and no commit for {PARTITION_STUCK_AFTER}, the bound of the 'Partition "
-              "stuck' alert rule; 'loading': lag, and commits keep coming; 'up to date': no lag, however "
-              "old the last commit (a quiet partition).", partition_lag,
-              {"showHeader": True, "cellHeight": "sm"}),
-        panel(5, "timeseries", "Spend per day by currency", (0, 10, 12, 9),
-              [target(SPEND_PER_DAY_SQL, fmt="time_series")],
-              "Daily spend (marts.customer_spend_daily) of the selected customers, one series per currency.",
-              {"defaults": {"unit": "none", "decimals": 2,
-                            "custom": {"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "none"}}},
-               "overrides": []},
-              {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["sum"]},
-               "tooltip": {"mode": "multi"}}),
-        panel(6, "barchart", "Top customers by spend ($top_n)", (12, 10, 12, 9),
-              [target(TOP_CUSTOMERS_SQL)],
-              "The customers who spent most in the selected time range, per currency "
-              "(amounts in different currencies are not converted).", money,
-              {"orientation": "horizontal", "xField": "customer", "showValue": "auto",
-               "legend": {"showLegend": False}, "barWidth": 0.8}),
-        panel(7, "timeseries", "Purchases per minute", (0, 19, 12, 8),
-              [target(PURCHASES_PER_MINUTE_SQL, fmt="time_series")],
-              "Purchases per minute by purchase time, from marts.customer_purchases (so they appear "
-              "once dbt has run).",
-              {"defaults": {"unit": "short", "decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80}},
-               "overrides": []},
-              {"legend": {"showLegend": False}, "tooltip": {"mode": "single"}}),
-        panel(8, "table", "Rejected events by reason", (12, 19, 12, 8), [target(REJECTED_BY_REASON_SQL)],
-              "Why the loader rejected records in the selected time range. Replay them from staging "
-              "once the cause is fixed.", {"defaults": {}, "overrides": []},
-              {"showHeader": True, "sortBy": [{"displayName": "events", "desc": True}]}),
-        panel(9, "table", "Spend alerts", (0, 27, 24, 8), [target(SPEND_ALERTS_SQL)],
-              "Customers whose spend crossed a threshold (marts.spend_alerts): lifetime crossings, and "
-              "daily crossings on days in the selected time range. The same rows drive the "
-              "'Customer spend over threshold' alert rule.", {"defaults": {}, "overrides": []},
-              {"showHeader": True}),
+        panel(
+            1,
+            "stat",
+            "Pipeline freshness",
+            (0, 0, 6, 4),
+            [target(FRESHNESS_SQL)],
+            "Seconds since the newest event reached staging (loader). Red past 10 minutes: see the "
+            "Pipeline stale alert.",
+            seconds,
+            stat_options(),
+        ),
+        panel(
+            2,
+            "stat",
+            "Events loaded, last 10 min",
+            (6, 0, 6, 4),
+            [target(LOADED_10M_SQL)],
+            "Events the loader wrote to staging in the last 10 minutes.",
+            count_plain,
+            stat_options(),
+        ),
+        panel(
+            3,
+            "stat",
+            "Rejected events, last hour",
+            (12, 0, 6, 4),
+            [target(REJECTED_LAST_HOUR_SQL)],
+            "Records on the topic the loader could not accept in the last hour (kept in "
+            "staging.purchase_events_rejected with the reason).",
+            count_red,
+            stat_options(),
+        ),
+        panel(
+            4,
+            "stat",
+            "Loaded, not yet in marts",
+            (18, 0, 6, 4),
+            [target(TRANSFORM_BACKLOG_SQL)],
+            "Events in staging that the last dbt run has not carried into marts yet.",
+            count_plain,
+            stat_options(),
+        ),
+        panel(
+            10,
+            "table",
+            "Partition lag",
+            (0, 4, 24, 6),
+            [target(PARTITION_LAG_SQL)],
+            "Per topic partition (marts.partition_lag): lag = records on the broker the loader has not "
+            "committed to staging yet, and the seconds since it last committed a batch there. State "
+            f"'stuck' (red): lag and no commit for {PARTITION_STUCK_AFTER}, the bound of the 'Partition "
+            "stuck' alert rule; 'loading': lag, and commits keep coming; 'up to date': no lag, however "
+            "old the last commit (a quiet partition).",
+            partition_lag,
+            {"showHeader": True, "cellHeight": "sm"},
+        ),
+        panel(
+            5,
+            "timeseries",
+            "Spend per day by currency",
+            (0, 10, 12, 9),
+            [target(SPEND_PER_DAY_SQL, fmt="time_series")],
+            "Daily spend (marts.customer_spend_daily) of the selected customers, one series per currency.",
+            {
+                "defaults": {
+                    "unit": "none",
+                    "decimals": 2,
+                    "custom": {"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "none"}},
+                },
+                "overrides": [],
+            },
+            {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["sum"]}, "tooltip": {"mode": "multi"}},
+        ),
+        panel(
+            6,
+            "barchart",
+            "Top customers by spend ($top_n)",
+            (12, 10, 12, 9),
+            [target(TOP_CUSTOMERS_SQL)],
+            "The customers who spent most in the selected time range, per currency "
+            "(amounts in different currencies are not converted).",
+            money,
+            {
+                "orientation": "horizontal",
+                "xField": "customer",
+                "showValue": "auto",
+                "legend": {"showLegend": False},
+                "barWidth": 0.8,
+            },
+        ),
+        panel(
+            7,
+            "timeseries",
+            "Purchases per minute",
+            (0, 19, 12, 8),
+            [target(PURCHASES_PER_MINUTE_SQL, fmt="time_series")],
+            "Purchases per minute by purchase time, from marts.customer_purchases (so they appear once dbt has run).",
+            {
+                "defaults": {"unit": "short", "decimals": 0, "custom": {"drawStyle": "bars", "fillOpacity": 80}},
+                "overrides": [],
+            },
+            {"legend": {"showLegend": False}, "tooltip": {"mode": "single"}},
+        ),
+        panel(
+            8,
+            "table",
+            "Rejected events by reason",
+            (12, 19, 12, 8),
+            [target(REJECTED_BY_REASON_SQL)],
+            "Why the loader rejected records in the selected time range. Replay them from staging "
+            "once the cause is fixed.",
+            {"defaults": {}, "overrides": []},
+            {"showHeader": True, "sortBy": [{"displayName": "events", "desc": True}]},
+        ),
+        panel(
+            9,
+            "table",
+            "Spend alerts",
+            (0, 27, 24, 8),
+            [target(SPEND_ALERTS_SQL)],
+            "Customers whose spend crossed a threshold (marts.spend_alerts): lifetime crossings, and "
+            "daily crossings on days in the selected time range. The same rows drive the "
+            "'Customer spend over threshold' alert rule.",
+            {"defaults": {}, "overrides": []},
+            {"showHeader": True},
+        ),
     ]
     return {
         "uid": DASHBOARD_UID,
@@ -265,14 +395,22 @@ def build() -> dict:
         "timepicker": {},
         "annotations": {"list": []},
         "links": [],
-        "templating": {"list": [
-            query_variable("customer", "Customer", CUSTOMER_VARIABLE_SQL),
-            query_variable("currency", "Currency", CURRENCY_VARIABLE_SQL),
-            {"name": "top_n", "label": "Top N", "type": "custom", "query": "5,10,20,50",
-             "multi": False, "includeAll": False,
-             "current": {"selected": True, "text": "10", "value": "10"},
-             "options": [{"selected": v == "10", "text": v, "value": v} for v in ("5", "10", "20", "50")]},
-        ]},
+        "templating": {
+            "list": [
+                query_variable("customer", "Customer", CUSTOMER_VARIABLE_SQL),
+                query_variable("currency", "Currency", CURRENCY_VARIABLE_SQL),
+                {
+                    "name": "top_n",
+                    "label": "Top N",
+                    "type": "custom",
+                    "query": "5,10,20,50",
+                    "multi": False,
+                    "includeAll": False,
+                    "current": {"selected": True, "text": "10", "value": "10"},
+                    "options": [{"selected": v == "10", "text": v, "value": v} for v in ("5", "10", "20", "50")],
+                },
+            ]
+        },
         "panels": panels,
     }
 

@@ -5,10 +5,11 @@ staging.purchase_events_rejected (written by the loader), marts.customer_spend (
 are fixed by the model's enforced contract). Rows come back as dicts keyed by column name, which
 the routes turn into the answers of schemas.py. The connections are in autocommit mode (core/db.py).
 """
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -43,8 +44,10 @@ async def username_taken(conn: AsyncConnection, username: str) -> bool:
 
 async def insert_customer(conn: AsyncConnection, customer_id: uuid.UUID, username: str, password_hash: str) -> None:
     """Raises psycopg.errors.UniqueViolation if the username was taken meanwhile."""
-    await conn.execute("insert into app.customers (customer_id, username, password_hash) values (%s, %s, %s)",
-                       (customer_id, username, password_hash))
+    await conn.execute(
+        "insert into app.customers (customer_id, username, password_hash) values (%s, %s, %s)",
+        (customer_id, username, password_hash),
+    )
 
 
 async def customer_by_username(conn: AsyncConnection, username: str) -> dict | None:
@@ -58,8 +61,10 @@ async def customer_by_id(conn: AsyncConnection, customer_id: uuid.UUID) -> dict 
 
 
 async def update_password_hash(conn: AsyncConnection, customer_id: uuid.UUID, password_hash: str) -> None:
-    await conn.execute("update app.customers set password_hash = %s, updated_at = now() where customer_id = %s",
-                       (password_hash, customer_id))
+    await conn.execute(
+        "update app.customers set password_hash = %s, updated_at = now() where customer_id = %s",
+        (password_hash, customer_id),
+    )
 
 
 # purchases: a customer's, newest first, in keyset pages ------------------------------------------------
@@ -75,11 +80,15 @@ async def first_page(conn: AsyncConnection, customer_id: uuid.UUID, limit: int) 
     return await _all(conn, f"{_RECORDED} where customer_id = %s {_NEWEST_FIRST}", (customer_id, limit))
 
 
-async def next_page(conn: AsyncConnection, customer_id: uuid.UUID, after: tuple[datetime, uuid.UUID],
-                    limit: int) -> list[dict]:
+async def next_page(
+    conn: AsyncConnection, customer_id: uuid.UUID, after: tuple[datetime, uuid.UUID], limit: int
+) -> list[dict]:
     """The purchases listed after `after`, the (purchased_at, event_id) of the last one shown."""
-    return await _all(conn, f"{_RECORDED} where customer_id = %s and (purchased_at, event_id) < (%s, %s) "
-                            f"{_NEWEST_FIRST}", (customer_id, *after, limit))
+    return await _all(
+        conn,
+        f"{_RECORDED} where customer_id = %s and (purchased_at, event_id) < (%s, %s) {_NEWEST_FIRST}",
+        (customer_id, *after, limit),
+    )
 
 
 async def recorded_purchase(conn: AsyncConnection, event_id: uuid.UUID, customer_id: uuid.UUID) -> dict | None:
@@ -89,20 +98,27 @@ async def recorded_purchase(conn: AsyncConnection, event_id: uuid.UUID, customer
 async def rejected_purchase(conn: AsyncConnection, event_id: uuid.UUID, customer_id: uuid.UUID) -> dict | None:
     """event_id, reason, rejected_at of the latest rejection: each record of an event (a retry sends another) is
     rejected on its own."""
-    return await _one(conn, """select event_id, reason, rejected_at from staging.purchase_events_rejected
+    return await _one(
+        conn,
+        """select event_id, reason, rejected_at from staging.purchase_events_rejected
                                where event_id = %s and customer_id = %s order by rejected_at desc limit 1""",
-                      (event_id, customer_id))
+        (event_id, customer_id),
+    )
 
 
 # spend: from dbt's mart -------------------------------------------------------------------------------
 # Both raise psycopg.errors.UndefinedTable until dbt first built the mart.
 
+
 async def spend_totals(conn: AsyncConnection, customer_id: uuid.UUID) -> list[dict]:
     """The columns of schemas.SpendTotal, one row per currency."""
-    return await _all(conn, """select currency::text as currency, total_spend, purchase_count, first_purchase_at,
+    return await _all(
+        conn,
+        """select currency::text as currency, total_spend, purchase_count, first_purchase_at,
                                       last_purchase_at
                                from marts.customer_spend where customer_id = %s order by currency""",
-                      (customer_id,))
+        (customer_id,),
+    )
 
 
 async def spend_as_of(conn: AsyncConnection) -> datetime | None:
@@ -110,5 +126,5 @@ async def spend_as_of(conn: AsyncConnection) -> datetime | None:
     cur = await conn.execute("select max(last_transformed_at) from marts.customer_spend")
     as_of = (await cur.fetchone())[0]
     if as_of is not None and as_of.tzinfo is None:  # a `timestamp` column: dbt writes UTC
-        as_of = as_of.replace(tzinfo=timezone.utc)
+        as_of = as_of.replace(tzinfo=UTC)
     return as_of

@@ -5,6 +5,7 @@ connection from it, the producer, the token codec, the login limiter, password h
 customer (from the bearer token, checked offline). The buy routes get the customer and the producer the
 same way but without FastAPI's dependency solving (accept/hot_path.py).
 """
+
 from __future__ import annotations
 
 import gc
@@ -35,8 +36,12 @@ async def lifespan(app: FastAPI):
     app.state.pool = make_pool(settings)
     await app.state.pool.open(wait=False)
     # A small linger keeps the 202 fast; the broker batches what is in flight anyway.
-    app.state.producer = PurchaseProducer(settings.kafka_bootstrap_servers, settings.purchases_topic,
-                                          settings.produce_timeout_seconds, settings.producer_linger_ms)
+    app.state.producer = PurchaseProducer(
+        settings.kafka_bootstrap_servers,
+        settings.purchases_topic,
+        settings.produce_timeout_seconds,
+        settings.producer_linger_ms,
+    )
     await app.state.producer.start()
     # What exists now lives as long as the process: keep it out of the garbage collector's full
     # passes, which would otherwise walk it all, every time, in the middle of requests.
@@ -49,6 +54,7 @@ async def lifespan(app: FastAPI):
 
 
 # Each is `async`: FastAPI runs a plain `def` dependency in a worker thread.
+
 
 async def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool

@@ -5,6 +5,7 @@ The dicts are `responses=` entries for the routes; the functions make the except
 422s are FastAPI's own RequestValidationError, answered by its handler; the buy routes raise the same
 from their hand-made validation (accept/hot_path.py). The 503s come from exception handlers, at the end.
 """
+
 from __future__ import annotations
 
 import logging
@@ -93,42 +94,60 @@ BAD_PAGE = _documented(422, "Bad limit or cursor.")
 
 
 def bad_cursor(cursor: str) -> RequestValidationError:
-    return RequestValidationError([{
-        "type": "value_error", "loc": ("query", "cursor"), "input": cursor,
-        "msg": "not a cursor this API gave out: pass back `next_cursor` unchanged"}])
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", "cursor"),
+                "input": cursor,
+                "msg": "not a cursor this API gave out: pass back `next_cursor` unchanged",
+            }
+        ]
+    )
 
 
 # 429 -------------------------------------------------------------------------------------------------
 # Logging in and changing one's password count wrong passwords against the same per-username limit.
-LOCKED_OUT = _documented(429, "Too many wrong passwords for this username; see Retry-After.",
-                         headers=RETRY_AFTER_SECONDS)
-LOCKED_OUT_OF_PASSWORD_CHANGE = _documented(429, "Too many wrong passwords; see Retry-After.",
-                                            headers={"Retry-After": {"schema": {"type": "integer"}}})
+LOCKED_OUT = _documented(
+    429, "Too many wrong passwords for this username; see Retry-After.", headers=RETRY_AFTER_SECONDS
+)
+LOCKED_OUT_OF_PASSWORD_CHANGE = _documented(
+    429, "Too many wrong passwords; see Retry-After.", headers={"Retry-After": {"schema": {"type": "integer"}}}
+)
 
 
 def locked_out(wait_seconds: int) -> HTTPException:
-    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                         f"Too many wrong passwords for this username: try again in {wait_seconds} s",
-                         headers={"Retry-After": str(wait_seconds)})
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"Too many wrong passwords for this username: try again in {wait_seconds} s",
+        headers={"Retry-After": str(wait_seconds)},
+    )
 
 
 # 503 -------------------------------------------------------------------------------------------------
 BROKER_UNAVAILABLE = _documented(
-    503, "The broker did not acknowledge the event; retry after `Retry-After` seconds with the same "
-         "Idempotency-Key.", headers=RETRY_AFTER_SECONDS)
+    503,
+    "The broker did not acknowledge the event; retry after `Retry-After` seconds with the same Idempotency-Key.",
+    headers=RETRY_AFTER_SECONDS,
+)
 
 
 async def broker_unavailable(request: Request, exc: BrokerUnavailable) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"The purchase was not accepted, the broker did not acknowledge it ({exc}). "
-                   "Retry later with the same Idempotency-Key."},
-        status_code=503, headers={"Retry-After": str(request.app.state.settings.broker_retry_after_seconds)})
+        {
+            "detail": f"The purchase was not accepted, the broker did not acknowledge it ({exc}). "
+            "Retry later with the same Idempotency-Key."
+        },
+        status_code=503,
+        headers={"Retry-After": str(request.app.state.settings.broker_retry_after_seconds)},
+    )
 
 
 async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
-    return JSONResponse({"detail": "The database is unavailable; retry later."}, status_code=503,
-                        headers={"Retry-After": "5"})
+    return JSONResponse(
+        {"detail": "The database is unavailable; retry later."}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 EXCEPTION_HANDLERS = {

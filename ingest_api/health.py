@@ -1,4 +1,5 @@
 """Liveness and readiness, for supervisors and load balancers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,12 @@ async def _broker(producer: PurchaseProducer) -> str:
     return f"topic {producer.topic!r} has no partitions on the broker"
 
 
-@router.get("/readyz", response_model=Readiness,
-            responses={503: {"model": Readiness, "description": "The database or the broker is unreachable."}},
-            summary="The database and the broker are reachable")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "The database or the broker is unreachable."}},
+    summary="The database and the broker are reachable",
+)
 async def readyz(pool: PoolDep, producer: ProducerDep):
     checks = {}
     for name, check in (("database", partial(_database, pool)), ("broker", partial(_broker, producer))):

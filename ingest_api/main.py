@@ -3,6 +3,7 @@
 create_app puts the app together: the routers, the body size limit, the error handlers. A map of the
 package is in ingest_api/__init__.py.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -26,11 +27,19 @@ within seconds, after which it is listed and counted. Money is written as decima
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="Purchases Recorder ingest API", version="1.0.0", description=DESCRIPTION,
-                  lifespan=lifespan, exception_handlers=errors.EXCEPTION_HANDLERS)
+    app = FastAPI(
+        title="Purchases Recorder ingest API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        exception_handlers=errors.EXCEPTION_HANDLERS,
+    )
     app.state.settings = settings = settings or get_settings()
-    app.add_middleware(BodySizeLimit, default_limit=settings.max_body_bytes,
-                       limits_by_path={"/purchases/batch": settings.max_batch_body_bytes})
+    app.add_middleware(
+        BodySizeLimit,
+        default_limit=settings.max_body_bytes,
+        limits_by_path={"/purchases/batch": settings.max_batch_body_bytes},
+    )
     for router in (accept.router, accounts.router, serve.router, health.router, page.router):
         app.include_router(router)
     # Routes are matched in order; the buy routes take nearly all requests, so they are tried first.

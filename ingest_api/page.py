@@ -1,4 +1,5 @@
 """The web page at `/`: one static HTML file (static/index.html), plain JavaScript calling this API."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 The purchase input is the shared contract's `PurchaseRequest`; money is Decimal and is written as a JSON
 string ("24.70"), never as a float. Errors (`Problem`) are in errors.py.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,13 +17,16 @@ from purchases.contract import PurchaseRequest  # noqa: F401 - the purchase inpu
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 
-Username = Annotated[str, Field(pattern=USERNAME_PATTERN, description="3-64 letters, digits, `_`, `.` or `-`.",
-                                examples=["ada_lovelace"])]
+Username = Annotated[
+    str,
+    Field(pattern=USERNAME_PATTERN, description="3-64 letters, digits, `_`, `.` or `-`.", examples=["ada_lovelace"]),
+]
 NewPassword = Annotated[str, Field(min_length=8, max_length=128, description="8-128 characters.")]
-Money = Annotated[Decimal, Field(description="Decimal amount, written as a string, e.g. \"24.70\".")]
+Money = Annotated[Decimal, Field(description='Decimal amount, written as a string, e.g. "24.70".')]
 
 
 # customers and tokens --------------------------------------------------------------------------------
+
 
 class CustomerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -50,6 +54,7 @@ class Token(BaseModel):
 
 
 # purchases --------------------------------------------------------------------------------------------
+
 
 class PurchaseBatch(BaseModel):
     """Up to 1000 purchases, validated all-or-nothing."""
@@ -117,11 +122,11 @@ class Spend(BaseModel):
 
 # health ----------------------------------------------------------------------------------------------
 
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
-    checks: dict[str, str] = Field(description="Each dependency: \"ok\" or what is wrong.")
-
+    checks: dict[str, str] = Field(description='Each dependency: "ok" or what is wrong.')

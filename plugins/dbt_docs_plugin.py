@@ -5,6 +5,7 @@ regenerates in its last task (`dbt docs generate --static`: one self-contained i
 entry embeds it in the UI (Browse -> dbt docs). Like the rest of the UI it needs a signed-in Airflow user:
 the browser's session cookie, or an API token as `Authorization: Bearer ...`.
 """
+
 from __future__ import annotations
 
 import html
@@ -43,8 +44,13 @@ async def require_airflow_user(request: Request) -> None:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="purchases dbt docs", dependencies=[Depends(require_airflow_user)],
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="purchases dbt docs",
+        dependencies=[Depends(require_airflow_user)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
 
     @app.get("/", include_in_schema=False)
     def docs_page():

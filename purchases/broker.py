@@ -2,6 +2,7 @@
 
 Only plain Kafka protocol is used, so Apache Kafka (docker-compose) works the same way.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -19,14 +20,23 @@ def embedded_broker_binary() -> str:
 
 def embedded_broker_command(host: str, port: int) -> list[str]:
     url = f"tcp://{host}:{port}"
-    return [embedded_broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
+    return [
+        embedded_broker_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def start_embedded_broker(host: str, port: int, log_path: Path) -> subprocess.Popen:
     log = open(log_path, "ab")
-    return subprocess.Popen(embedded_broker_command(host, port), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        embedded_broker_command(host, port), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: float = 10.0) -> int:
@@ -50,8 +60,13 @@ def partitions_of(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> 
     return sorted(metadata.topics[topic].partitions)
 
 
-def log_end_offsets(bootstrap_servers: str, topic: str, partitions: list[int] | None = None,
-                    timeout: float = 10.0, kafka_config: dict | None = None) -> dict[int, int]:
+def log_end_offsets(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: list[int] | None = None,
+    timeout: float = 10.0,
+    kafka_config: dict | None = None,
+) -> dict[int, int]:
     """The true log end (next offset to be written) of each partition: {partition: offset}.
 
     Not from ListOffsets: the embedded broker (tansu) answers it with a wrong high watermark (1 for a
@@ -66,20 +81,25 @@ def log_end_offsets(bootstrap_servers: str, topic: str, partitions: list[int] | 
 
     if partitions is None:
         partitions = partitions_of(bootstrap_servers, topic, timeout)
-    settings = {key: value for key, value in (kafka_config or {}).items()
-                if not key.startswith("group.") and key not in ("enable.auto.commit", "auto.offset.reset")}
-    settings.update({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": "purchases-log-end-unused",  # required by the client; assign() never joins it
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        # The start below comes from ListOffsets; if it is past the log end, read from the start instead.
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 50,
-        "max.partition.fetch.bytes": 65_536,  # one record per partition is all that is needed
-        "queued.max.messages.kbytes": 1_024,
-    })
+    settings = {
+        key: value
+        for key, value in (kafka_config or {}).items()
+        if not key.startswith("group.") and key not in ("enable.auto.commit", "auto.offset.reset")
+    }
+    settings.update(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "purchases-log-end-unused",  # required by the client; assign() never joins it
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # The start below comes from ListOffsets; if it is past the log end, read from the start instead.
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+            "max.partition.fetch.bytes": 65_536,  # one record per partition is all that is needed
+            "queued.max.messages.kbytes": 1_024,
+        }
+    )
     consumer = Consumer(settings)
     try:
         starts = []
@@ -94,8 +114,10 @@ def log_end_offsets(bootstrap_servers: str, topic: str, partitions: list[int] | 
         while len(answered) < len(partitions):
             if time.monotonic() > deadline:
                 missing = sorted(set(partitions) - answered)
-                raise TimeoutError(f"the broker at {bootstrap_servers} gave no fetch answer for {topic} partitions "
-                                   f"{missing} within {timeout:.0f} s")
+                raise TimeoutError(
+                    f"the broker at {bootstrap_servers} gave no fetch answer for {topic} partitions "
+                    f"{missing} within {timeout:.0f} s"
+                )
             for message in consumer.consume(100, timeout=0.1):
                 error = message.error()
                 if error is None or error.code() == KafkaError._PARTITION_EOF:

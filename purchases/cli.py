@@ -1,4 +1,5 @@
 """Small operational commands used by `make up` and `make down` (python -m purchases.cli --help)."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def fail_interrupted_runs() -> None:
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState, TaskInstanceState
 
-    unfinished = [TaskInstanceState.RUNNING, TaskInstanceState.QUEUED, TaskInstanceState.RESTARTING,
-                  TaskInstanceState.DEFERRED]
+    unfinished = [
+        TaskInstanceState.RUNNING,
+        TaskInstanceState.QUEUED,
+        TaskInstanceState.RESTARTING,
+        TaskInstanceState.DEFERRED,
+    ]
     with create_session() as session:
         tasks = session.query(TaskInstance).filter(TaskInstance.state.in_(unfinished)).all()
         for ti in tasks:
@@ -54,19 +59,27 @@ def run_drain(settings, timeout: float, check_only: bool) -> None:
     topic = settings.purchases_topic
     if check_only:
         try:
-            pending = drain.check(settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic,
-                                  timeout=max(1.0, min(timeout, 10.0)))
+            pending = drain.check(
+                settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic, timeout=max(1.0, min(timeout, 10.0))
+            )
         except (KafkaException, TimeoutError, KeyError) as exc:
             sys.exit(f"cannot tell what the broker at {settings.kafka_bootstrap_servers} holds: {exc!r}")
         if pending:
-            print(f"{drain.count(pending)} of {topic} are in the broker but not in staging (lost if it "
-                  f"stops now): {drain.describe(topic, pending)}")
+            print(
+                f"{drain.count(pending)} of {topic} are in the broker but not in staging (lost if it "
+                f"stops now): {drain.describe(topic, pending)}"
+            )
         else:
             print(f"staging holds every record of {topic} the broker has")
         return
     try:
-        drain.drain(settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic, timeout,
-                    say=lambda line: print(line, flush=True))
+        drain.drain(
+            settings.kafka_bootstrap_servers,
+            settings.warehouse_dsn,
+            topic,
+            timeout,
+            say=lambda line: print(line, flush=True),
+        )
     except drain.DrainFailed as exc:
         sys.exit(str(exc))
 
@@ -83,14 +96,23 @@ def main(argv: list[str] | None = None) -> None:
     port.add_argument("--timeout", type=float, default=60)
     commands.add_parser("broker", help="run the embedded broker in the foreground")
     drain = commands.add_parser(
-        "drain", help="load every partition of the topic into staging up to its log end (before the in-memory "
-                      "broker stops); fails, saying what is not loaded, if it cannot within the timeout")
-    drain.add_argument("--timeout", type=float, default=get_settings().drain_timeout_seconds,
-                       help="seconds to wait at most (default: DRAIN_TIMEOUT_SECONDS or 120)")
-    drain.add_argument("--check", action="store_true",
-                       help="only say what the broker holds that staging does not; load nothing")
-    commands.add_parser("fail-interrupted-runs",
-                        help="mark Airflow runs left running by a stopped stack as failed (before it starts again)")
+        "drain",
+        help="load every partition of the topic into staging up to its log end (before the in-memory "
+        "broker stops); fails, saying what is not loaded, if it cannot within the timeout",
+    )
+    drain.add_argument(
+        "--timeout",
+        type=float,
+        default=get_settings().drain_timeout_seconds,
+        help="seconds to wait at most (default: DRAIN_TIMEOUT_SECONDS or 120)",
+    )
+    drain.add_argument(
+        "--check", action="store_true", help="only say what the broker holds that staging does not; load nothing"
+    )
+    commands.add_parser(
+        "fail-interrupted-runs",
+        help="mark Airflow runs left running by a stopped stack as failed (before it starts again)",
+    )
     args = parser.parse_args(argv)
     settings = get_settings()
 
@@ -108,8 +130,9 @@ def main(argv: list[str] | None = None) -> None:
         deadline = time.monotonic() + args.timeout
         while True:
             try:
-                count = ensure_topic(settings.kafka_bootstrap_servers, settings.purchases_topic,
-                                     settings.purchases_partitions)
+                count = ensure_topic(
+                    settings.kafka_bootstrap_servers, settings.purchases_topic, settings.purchases_partitions
+                )
                 print(f"topic {settings.purchases_topic}: {count} partitions")
                 return
             except Exception as exc:  # noqa: BLE001 - the broker may still be starting

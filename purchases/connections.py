@@ -3,6 +3,7 @@
 `warehouse` (postgres provider) and `kafka_default` (apache-kafka provider) come from AIRFLOW_CONN_*
 environment variables (scripts/env.sh derives them from the settings; docker-compose.yml sets them).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,6 +26,11 @@ def warehouse_dsn(conn_id: str = WAREHOUSE_CONN_ID) -> str:
     from psycopg.conninfo import make_conninfo
 
     connection = PostgresHook(postgres_conn_id=conn_id).connection
-    params = {"host": connection.host, "port": connection.port, "user": connection.login,
-              "password": connection.password, "dbname": connection.schema}
+    params = {
+        "host": connection.host,
+        "port": connection.port,
+        "user": connection.login,
+        "password": connection.password,
+        "dbname": connection.schema,
+    }
     return make_conninfo(**{k: v for k, v in params.items() if v not in (None, "")})

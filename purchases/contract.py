@@ -30,13 +30,14 @@ The contract accepts exactly what the warehouse can store and read back:
 
 Money is `Decimal` everywhere and travels as a JSON string, never as a float.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -65,7 +66,7 @@ MAX_PRODUCT_NAME = 200
 MAX_DESCRIPTION = 2_000
 CURRENCY_CODE = "[A-Z]{3}"
 CURRENCY_PATTERN = f"^{CURRENCY_CODE}$"  # as pydantic, Great Expectations and Postgres read patterns
-EARLIEST_PURCHASED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EARLIEST_PURCHASED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_BACKDATE = timedelta(days=30)
 # A record larger than this cannot be a valid event (the fields above bound it well below).
@@ -95,18 +96,18 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c2b1e-5d3a-4c1e-9b7a-2a6f0c9d8e41")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # --- the rules, one function each: pydantic's validators and the loader's fast path both call these -------
+
 
 def _character_problem(value: str, forbidden: re.Pattern) -> str | None:
     found = forbidden.search(value)
     if found is None:
         return None
     char = found.group()
-    kind = ("NUL" if char == "\x00" else "a lone surrogate" if "\ud800" <= char <= "\udfff"
-            else "a control character")
+    kind = "NUL" if char == "\x00" else "a lone surrogate" if "\ud800" <= char <= "\udfff" else "a control character"
     return f"contains {kind} (U+{ord(char):04X}) at position {found.start()}"
 
 
@@ -162,7 +163,7 @@ def check_purchased_at(value: datetime, now: datetime | None = None) -> datetime
     """The event rule: normalised to UTC, from EARLIEST_PURCHASED_AT to 5 minutes after `now`."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must have a time zone offset")
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if value < EARLIEST_PURCHASED_AT:
         raise ValueError(f"must not be before {EARLIEST_PURCHASED_AT:%Y-%m-%dT%H:%M:%SZ}")
     if value > (now or utcnow()) + FUTURE_TOLERANCE:
@@ -194,20 +195,25 @@ def storable_json(value: Any, where: str = "extra") -> str:
     if isinstance(value, (Decimal, float)):
         number = value if isinstance(value, Decimal) else Decimal(repr(value))
         if not number.is_finite():
-            raise ValueError(f"{where}: {value} (NaN or Infinity) is not a JSON number; Postgres jsonb cannot "
-                             f"store it")
+            raise ValueError(f"{where}: {value} (NaN or Infinity) is not a JSON number; Postgres jsonb cannot store it")
         if number and number.adjusted() not in _NUMERIC_EXPONENTS:
             raise ValueError(f"{where}: a number out of Postgres' numeric range")
         return str(value) if isinstance(value, Decimal) else repr(value)
     if isinstance(value, list):
         return "[" + ",".join(storable_json(item, f"{where}[{i}]") for i, item in enumerate(value)) + "]"
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{storable_json(str(k), where + ' key')}:{storable_json(v, f'{where}.{k}')}"
-                              for k, v in value.items()) + "}"
+        return (
+            "{"
+            + ",".join(
+                f"{storable_json(str(k), where + ' key')}:{storable_json(v, f'{where}.{k}')}" for k, v in value.items()
+            )
+            + "}"
+        )
     raise ValueError(f"{where}: {type(value).__name__} is not JSON")
 
 
 # --- the models ----------------------------------------------------------------------------------------------
+
 
 def _now_from(info: ValidationInfo) -> datetime | None:
     return (info.context or {}).get("now")
@@ -215,20 +221,38 @@ def _now_from(info: ValidationInfo) -> datetime | None:
 
 UnitPrice = Annotated[
     Decimal,
-    Field(gt=0, le=MAX_UNIT_PRICE, allow_inf_nan=False,
-          description="Price of one unit: > 0, at most 1,000,000, at most 2 decimal places."),
+    Field(
+        gt=0,
+        le=MAX_UNIT_PRICE,
+        allow_inf_nan=False,
+        description="Price of one unit: > 0, at most 1,000,000, at most 2 decimal places.",
+    ),
     AfterValidator(check_unit_price),
 ]
 Quantity = Annotated[int, Field(ge=1, le=MAX_QUANTITY, description="Whole units, 1 to 10,000.")]
-Currency = Annotated[str, Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code, three capital letters."),
-                     AfterValidator(check_currency)]
-ProductName = Annotated[str, Field(min_length=1, max_length=MAX_PRODUCT_NAME,
-                                   description="1-200 characters of one line of printable text, not blank."),
-                        AfterValidator(check_product_name)]
-Description = Annotated[str | None, Field(default=None, max_length=MAX_DESCRIPTION,
-                                          description="At most 2000 characters; tab and line breaks allowed, "
-                                                      "no other control characters."),
-                        AfterValidator(check_description)]
+Currency = Annotated[
+    str,
+    Field(pattern=CURRENCY_PATTERN, description="ISO 4217 code, three capital letters."),
+    AfterValidator(check_currency),
+]
+ProductName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PRODUCT_NAME,
+        description="1-200 characters of one line of printable text, not blank.",
+    ),
+    AfterValidator(check_product_name),
+]
+Description = Annotated[
+    str | None,
+    Field(
+        default=None,
+        max_length=MAX_DESCRIPTION,
+        description="At most 2000 characters; tab and line breaks allowed, no other control characters.",
+    ),
+    AfterValidator(check_description),
+]
 
 
 class PurchaseRequest(BaseModel):
@@ -242,8 +266,10 @@ class PurchaseRequest(BaseModel):
     unit_price: UnitPrice
     currency: Currency = "USD"
     purchased_at: AwareDatetime | None = Field(
-        default=None, description="RFC 3339 with offset, stored in UTC; at most 30 days in the past and 5 "
-                                  "minutes in the future; default now.")
+        default=None,
+        description="RFC 3339 with offset, stored in UTC; at most 30 days in the past and 5 "
+        "minutes in the future; default now.",
+    )
 
     @field_validator("purchased_at")
     @classmethod
@@ -332,8 +358,9 @@ def event_id_for(customer_id: uuid.UUID, idempotency_key: str | None) -> uuid.UU
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{customer_id}/{idempotency_key}")
 
 
-def build_event(customer_id: uuid.UUID, request: PurchaseRequest, idempotency_key: str | None = None,
-                now: datetime | None = None) -> PurchaseEvent:
+def build_event(
+    customer_id: uuid.UUID, request: PurchaseRequest, idempotency_key: str | None = None, now: datetime | None = None
+) -> PurchaseEvent:
     """The event for a validated request: its fields are already normalised (UTC time, 2-place price)."""
     return PurchaseEvent.model_construct(
         schema_version=SCHEMA_VERSION,
@@ -387,8 +414,9 @@ def parse_event(raw: bytes | None, now: datetime | None = None) -> PurchaseEvent
     event_id, customer_id = _uuid_or_none(document.get("event_id")), _uuid_or_none(document.get("customer_id"))
     version = document.get("schema_version", SCHEMA_VERSION)
     if type(version) is not int or version != SCHEMA_VERSION:
-        raise InvalidEvent(f"schema_version {version!r} is not supported (this loader reads {SCHEMA_VERSION})",
-                           event_id, customer_id)
+        raise InvalidEvent(
+            f"schema_version {version!r} is not supported (this loader reads {SCHEMA_VERSION})", event_id, customer_id
+        )
     try:
         event = PurchaseEvent.model_validate(document, context={"now": now or utcnow()})
         if event.model_extra:
@@ -396,12 +424,14 @@ def parse_event(raw: bytes | None, now: datetime | None = None) -> PurchaseEvent
     except ValidationError as exc:
         raise InvalidEvent(describe(exc), event_id, customer_id) from None
     except (ValueError, RecursionError) as exc:
-        raise InvalidEvent(str(exc) if isinstance(exc, ValueError) else "extra: nested too deeply",
-                           event_id, customer_id) from None
+        raise InvalidEvent(
+            str(exc) if isinstance(exc, ValueError) else "extra: nested too deeply", event_id, customer_id
+        ) from None
     return event
 
 
 # --- the contract as the dbt project reads it ---------------------------------------------------------------
+
 
 def dbt_contract() -> dict[str, Any]:
     """The rules the dbt tests check, as plain values for the generated macro `event_contract()`."""
@@ -430,15 +460,17 @@ def render_dbt_macro() -> str:
         "    The event contract's rules, for the data tests that check staging against them. -#}\n"
         "{% macro event_contract() %}\n"
         f"    {{{{ return({values}) }}}}\n"
-        "{% endmacro %}\n")
+        "{% endmacro %}\n"
+    )
 
 
 def _main() -> None:
     import argparse
     from pathlib import Path
 
-    parser = argparse.ArgumentParser(prog="python -m purchases.contract",
-                                     description="Write the dbt macro with the contract's rules.")
+    parser = argparse.ArgumentParser(
+        prog="python -m purchases.contract", description="Write the dbt macro with the contract's rules."
+    )
     parser.add_argument("--project-dir", default=str(Path(__file__).resolve().parents[1] / "dbt"))
     args = parser.parse_args()
     path = Path(args.project_dir) / DBT_MACRO_PATH

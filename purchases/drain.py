@@ -11,6 +11,7 @@ If the drain cannot finish within its timeout (Postgres down, broker not answeri
 refuses), it says exactly which partitions and records are not loaded and fails; the broker must then be
 left running. `check()` only reports what is not loaded (for `make down FORCE=1`: what will be lost).
 """
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,7 @@ LOCK_TIMEOUT = "10s"
 class DrainFailed(RuntimeError):
     """The drain did not finish; the message says what is not loaded and why."""
 
-    def __init__(self, message: str, pending: dict[int, "Pending"] | None = None):
+    def __init__(self, message: str, pending: dict[int, Pending] | None = None):
         super().__init__(message)
         self.pending = pending or {}
 
@@ -51,10 +52,11 @@ class Pending:
 
     def describe(self, topic: str) -> str:
         if self.loaded_to is None:
-            return (f"{topic}[{self.partition}]: up to {self.records} records (offsets 0..{self.log_end - 1}; "
-                    f"what is loaded is unknown)")
-        return (f"{topic}[{self.partition}]: {self.records} records (offsets {self.loaded_to}.."
-                f"{self.log_end - 1})")
+            return (
+                f"{topic}[{self.partition}]: up to {self.records} records (offsets 0..{self.log_end - 1}; "
+                f"what is loaded is unknown)"
+            )
+        return f"{topic}[{self.partition}]: {self.records} records (offsets {self.loaded_to}..{self.log_end - 1})"
 
 
 @dataclass
@@ -94,8 +96,11 @@ def loaded_offsets(dsn: str, topic: str, partitions: list[int], topic_id: str | 
         offsets = {partition: stored_offset(conn, topic, partition) for partition in partitions}
         if topic_id is not None:
             try:
-                ids = dict(conn.execute("select kafka_partition, topic_id from staging.kafka_offsets "
-                                        "where kafka_topic = %s", (topic,)).fetchall())
+                ids = dict(
+                    conn.execute(
+                        "select kafka_partition, topic_id from staging.kafka_offsets where kafka_topic = %s", (topic,)
+                    ).fetchall()
+                )
             except psycopg.errors.UndefinedColumn:  # a warehouse without topic ids: offsets taken as they are
                 ids = None
             if ids is not None:
@@ -104,8 +109,11 @@ def loaded_offsets(dsn: str, topic: str, partitions: list[int], topic_id: str | 
 
 
 def _pending(log_ends: dict[int, int], loaded: dict[int, int] | None) -> dict[int, Pending]:
-    return {p: Pending(p, end, None if loaded is None else loaded[p]) for p, end in sorted(log_ends.items())
-            if end > (0 if loaded is None else loaded[p])}
+    return {
+        p: Pending(p, end, None if loaded is None else loaded[p])
+        for p, end in sorted(log_ends.items())
+        if end > (0 if loaded is None else loaded[p])
+    }
 
 
 def describe(topic: str, pending: dict[int, Pending]) -> str:
@@ -159,8 +167,9 @@ def check(bootstrap_servers: str, dsn: str, topic: str, timeout: float = 10.0) -
     return _pending(log_ends, loaded)
 
 
-def drain(bootstrap_servers: str, dsn: str, topic: str, timeout: float = 120.0,
-          say: Callable[[str], None] = print) -> DrainResult:
+def drain(
+    bootstrap_servers: str, dsn: str, topic: str, timeout: float = 120.0, say: Callable[[str], None] = print
+) -> DrainResult:
     """Load every partition of `topic` into staging up to its log end, within `timeout` seconds.
 
     Raises DrainFailed (with what is not loaded) when it cannot.
@@ -180,8 +189,10 @@ def drain(bootstrap_servers: str, dsn: str, topic: str, timeout: float = 120.0,
         log_ends = log_end_offsets(bootstrap_servers, topic, partitions, timeout=broker_timeout)
         topic_id = _topic_id(bootstrap_servers, topic, broker_timeout)
     except (KafkaException, TimeoutError) as exc:
-        raise DrainFailed(f"cannot read the log ends of topic {topic} from the broker at {bootstrap_servers} "
-                          f"({exc!r}), so what it holds is unknown") from None
+        raise DrainFailed(
+            f"cannot read the log ends of topic {topic} from the broker at {bootstrap_servers} "
+            f"({exc!r}), so what it holds is unknown"
+        ) from None
     result = DrainResult(topic, log_ends)
     config = LoaderConfig(bootstrap_servers=bootstrap_servers, dsn=_dsn(dsn), topic=topic)
 
@@ -193,12 +204,13 @@ def drain(bootstrap_servers: str, dsn: str, topic: str, timeout: float = 120.0,
         errors[None] = _one_line(exc)
     pending = _pending(log_ends, loaded)
     if not pending:
-        say(f"{topic}: nothing to drain; staging holds every partition up to its log end "
-            f"({_ends(log_ends)})")
+        say(f"{topic}: nothing to drain; staging holds every partition up to its log end ({_ends(log_ends)})")
         result.seconds = round(time.monotonic() - started, 3)
         return result
-    say(f"waiting up to {timeout:.0f} s for {count(pending)} of {topic} to be loaded into staging: "
-        f"{describe(topic, pending)}")
+    say(
+        f"waiting up to {timeout:.0f} s for {count(pending)} of {topic} to be loaded into staging: "
+        f"{describe(topic, pending)}"
+    )
 
     last_said, said_at = None, time.monotonic()
     while pending:
@@ -245,10 +257,15 @@ def drain(bootstrap_servers: str, dsn: str, topic: str, timeout: float = 120.0,
     result.seconds = round(time.monotonic() - started, 3)
     if pending:
         reasons = f" Last errors: {_reasons(errors)}" if errors else ""
-        raise DrainFailed(f"NOT drained after {timeout:.0f} s: {count(pending)} of {topic} are in the broker "
-                          f"but not in staging: {describe(topic, pending)}.{reasons}", pending)
-    say(f"{topic}: drained in {result.seconds:.1f} s; staging holds every partition up to its log end "
-        f"({_ends(log_ends)}); loaded now: {sum(result.loaded.values())} events, {result.rejected} rejected")
+        raise DrainFailed(
+            f"NOT drained after {timeout:.0f} s: {count(pending)} of {topic} are in the broker "
+            f"but not in staging: {describe(topic, pending)}.{reasons}",
+            pending,
+        )
+    say(
+        f"{topic}: drained in {result.seconds:.1f} s; staging holds every partition up to its log end "
+        f"({_ends(log_ends)}); loaded now: {sum(result.loaded.values())} events, {result.rejected} rejected"
+    )
     return result
 
 

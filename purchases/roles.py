@@ -3,6 +3,7 @@
 `ensure_reader_role` is idempotent: `make up` (and the Docker stack's init) run it on every start, and
 it only ever brings the role, its password, its grants and the pipeline views in `marts` up to date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def ensure_reader_role(dsn: str, password: str, role: str = READER_ROLE) -> None
         try:
             with conn.transaction():
                 conn.execute(reader_role_sql(role))
-                conn.execute(sql.SQL("alter role {} with login password {}").format(
-                    sql.Identifier(role), sql.Literal(password)))
+                conn.execute(
+                    sql.SQL("alter role {} with login password {}").format(sql.Identifier(role), sql.Literal(password))
+                )
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_LOCK_ID,))
 
@@ -54,12 +56,13 @@ def drop_reader_role(dsn: str, role: str = READER_ROLE) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from purchases.settings import get_settings
+    from purchases.settings import Settings
 
-    settings = get_settings()
+    settings = Settings()
     parser = argparse.ArgumentParser(description="Create or update Grafana's read-only warehouse role.")
-    parser.add_argument("--dsn", default=settings.warehouse_dsn,
-                        help="warehouse DSN of its owner (default: WAREHOUSE_DSN)")
+    parser.add_argument(
+        "--dsn", default=settings.warehouse_dsn, help="warehouse DSN of its owner (default: WAREHOUSE_DSN)"
+    )
     parser.add_argument("--role", default=READER_ROLE)
     args = parser.parse_args(argv)
     password = settings.grafana_reader_password

@@ -8,6 +8,7 @@ to its memory, shared copy-on-write with the forks.
 
 Use: `python -m purchases.scheduler [airflow scheduler options]` (Procfile, docker-compose.yml).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ themselves, derived from here (`python -m purchases.settings exports`): Airflow'
 (AIRFLOW_CONN_*), its metadata database and dbt's profile variables (DBT_*). `python -m purchases.settings
 table` prints the Markdown table docs/operations.md shows (a test keeps them equal).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,23 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", populate_by_name=True)
 
     # --- where things are ---------------------------------------------------------------------------------
-    warehouse_dsn: str = _setting("postgresql://postgres@127.0.0.1:5432/purchases", "WAREHOUSE_DSN",
-                                  "The warehouse: app.customers, staging.*, marts.* (libpq DSN or URL).")
+    warehouse_dsn: str = _setting(
+        "postgresql://postgres@127.0.0.1:5432/purchases",
+        "WAREHOUSE_DSN",
+        "The warehouse: app.customers, staging.*, marts.* (libpq DSN or URL).",
+    )
     airflow_database_url: str = _setting(
-        "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-        "Airflow's metadata database (SQLAlchemy URL); `make up` creates the database.")
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "Airflow's metadata database (SQLAlchemy URL); `make up` creates the database.",
+    )
     kafka_bootstrap_servers: str = _setting("127.0.0.1:9092", "KAFKA_BOOTSTRAP_SERVERS", "The Kafka broker(s).")
-    kafka_mode: str = _setting("embedded", "KAFKA_MODE",
-                               "`embedded`: `make up` runs the in-memory tansu broker at KAFKA_BOOTSTRAP_SERVERS; "
-                               "`external`: something else serves it (Apache Kafka).")
+    kafka_mode: str = _setting(
+        "embedded",
+        "KAFKA_MODE",
+        "`embedded`: `make up` runs the in-memory tansu broker at KAFKA_BOOTSTRAP_SERVERS; "
+        "`external`: something else serves it (Apache Kafka).",
+    )
     purchases_topic: str = _setting(TOPIC, "PURCHASES_TOPIC", "The topic purchases are produced to.")
     purchases_partitions: int = _setting(3, "PURCHASES_PARTITIONS", "Partitions of the topic when it is created.")
 
@@ -50,49 +59,64 @@ class Settings(BaseSettings):
     api_workers: int = _setting(1, "API_WORKERS", "uvicorn worker processes.")
     jwt_secret: str = _setting("", "JWT_SECRET", "Signs the API's tokens; `make up` generates one into .secrets/.")
     jwt_ttl_seconds: int = _setting(3600, "JWT_TTL_SECONDS", "Lifetime of a token.")
-    produce_timeout_seconds: float = _setting(5.0, "PRODUCE_TIMEOUT_SECONDS",
-                                              "Longest wait for the broker's acknowledgement before 503.")
-    broker_retry_after_seconds: int = _setting(2, "API_BROKER_RETRY_AFTER_SECONDS",
-                                               "Retry-After told when the broker did not take an event.")
+    produce_timeout_seconds: float = _setting(
+        5.0, "PRODUCE_TIMEOUT_SECONDS", "Longest wait for the broker's acknowledgement before 503."
+    )
+    broker_retry_after_seconds: int = _setting(
+        2, "API_BROKER_RETRY_AFTER_SECONDS", "Retry-After told when the broker did not take an event."
+    )
     max_body_bytes: int = _setting(64 * 1024, "API_MAX_BODY_BYTES", "Bodies larger than this: 413.")
-    max_batch_body_bytes: int = _setting(8 * 1024 * 1024, "API_MAX_BATCH_BODY_BYTES",
-                                         "The same for POST /purchases/batch.")
-    login_max_failures: int = _setting(5, "API_LOGIN_MAX_FAILURES",
-                                       "Wrong passwords per username before 429.")
-    login_failure_window_seconds: int = _setting(15 * 60, "API_LOGIN_FAILURE_WINDOW_SECONDS",
-                                                 "The window those are counted in.")
+    max_batch_body_bytes: int = _setting(
+        8 * 1024 * 1024, "API_MAX_BATCH_BODY_BYTES", "The same for POST /purchases/batch."
+    )
+    login_max_failures: int = _setting(5, "API_LOGIN_MAX_FAILURES", "Wrong passwords per username before 429.")
+    login_failure_window_seconds: int = _setting(
+        15 * 60, "API_LOGIN_FAILURE_WINDOW_SECONDS", "The window those are counted in."
+    )
     db_pool_min_size: int = _setting(1, "API_DB_POOL_MIN_SIZE", "The API's Postgres connection pool, at least.")
     db_pool_max_size: int = _setting(8, "API_DB_POOL_MAX_SIZE", "... and at most.")
-    producer_linger_ms: float = _setting(1.0, "API_PRODUCER_LINGER_MS",
-                                         "librdkafka's batching delay; small keeps the 202 fast.")
+    producer_linger_ms: float = _setting(
+        1.0, "API_PRODUCER_LINGER_MS", "librdkafka's batching delay; small keeps the 202 fast."
+    )
 
     # --- the loader (Airflow DAG purchases_ingest) ---------------------------------------------------------
-    loader_window_seconds: float = _setting(20.0, "PURCHASES_LOADER_WINDOW_SECONDS",
-                                            "How long each partition's load task keeps taking micro-batches.")
-    loader_batch_max_events: int = _setting(20_000, "PURCHASES_LOADER_BATCH_MAX_EVENTS",
-                                            "Most records in one batch (one transaction).")
-    loader_batch_max_bytes: int = _setting(16 * 1024 * 1024, "PURCHASES_LOADER_BATCH_MAX_BYTES",
-                                           "Most record bytes in one batch.")
+    loader_window_seconds: float = _setting(
+        20.0, "PURCHASES_LOADER_WINDOW_SECONDS", "How long each partition's load task keeps taking micro-batches."
+    )
+    loader_batch_max_events: int = _setting(
+        20_000, "PURCHASES_LOADER_BATCH_MAX_EVENTS", "Most records in one batch (one transaction)."
+    )
+    loader_batch_max_bytes: int = _setting(
+        16 * 1024 * 1024, "PURCHASES_LOADER_BATCH_MAX_BYTES", "Most record bytes in one batch."
+    )
     loader_retries: int = _setting(3, "PURCHASES_LOADER_RETRIES", "Airflow retries of the ingest tasks.")
-    loader_retry_delay_seconds: float = _setting(10.0, "PURCHASES_LOADER_RETRY_DELAY_SECONDS",
-                                                 "Between those retries.")
-    drain_timeout_seconds: float = _setting(120.0, "DRAIN_TIMEOUT_SECONDS",
-                                            "`make down`: longest wait for the broker to be drained into staging.")
+    loader_retry_delay_seconds: float = _setting(10.0, "PURCHASES_LOADER_RETRY_DELAY_SECONDS", "Between those retries.")
+    drain_timeout_seconds: float = _setting(
+        120.0, "DRAIN_TIMEOUT_SECONDS", "`make down`: longest wait for the broker to be drained into staging."
+    )
 
     # --- the quality gate, dbt, Grafana ---------------------------------------------------------------------
-    gx_data_docs_dir: Path = _setting(PROJECT_ROOT / "gx" / "uncommitted" / "data_docs" / "staging_quality",
-                                      "GX_DATA_DOCS_DIR", "Where the quality gate writes its Data Docs.")
+    gx_data_docs_dir: Path = _setting(
+        PROJECT_ROOT / "gx" / "uncommitted" / "data_docs" / "staging_quality",
+        "GX_DATA_DOCS_DIR",
+        "Where the quality gate writes its Data Docs.",
+    )
     dbt_project_dir: Path = _setting(PROJECT_ROOT / "dbt", "DBT_PROJECT_DIR", "The dbt project.")
-    dbt_profiles_dir: Path | None = _setting(None, "DBT_PROFILES_DIR",
-                                             "dbt's profiles.yml (default: the project's, which reads DBT_*).")
-    dbt_manifest_path: Path | None = _setting(None, "DBT_MANIFEST_PATH",
-                                              "The manifest Cosmos renders the transform DAG from "
-                                              "(default: target/cosmos/manifest.json in the project).")
-    dbt_docs_dir: Path | None = _setting(None, "DBT_DOCS_DIR",
-                                         "Where the dbt docs page is written (default: target/docs).")
+    dbt_profiles_dir: Path | None = _setting(
+        None, "DBT_PROFILES_DIR", "dbt's profiles.yml (default: the project's, which reads DBT_*)."
+    )
+    dbt_manifest_path: Path | None = _setting(
+        None,
+        "DBT_MANIFEST_PATH",
+        "The manifest Cosmos renders the transform DAG from (default: target/cosmos/manifest.json in the project).",
+    )
+    dbt_docs_dir: Path | None = _setting(
+        None, "DBT_DOCS_DIR", "Where the dbt docs page is written (default: target/docs)."
+    )
     dbt_threads: int = _setting(2, "DBT_THREADS", "dbt's threads.")
-    grafana_reader_password: str = _setting("", "GRAFANA_READER_PASSWORD",
-                                            "Password of the read-only role Grafana uses; generated by `make up`.")
+    grafana_reader_password: str = _setting(
+        "", "GRAFANA_READER_PASSWORD", "Password of the read-only role Grafana uses; generated by `make up`."
+    )
 
     @property
     def profiles_dir(self) -> Path:
@@ -125,8 +149,9 @@ def postgres_url(dsn: str, **changes: str) -> str:
     auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
     host, port, dbname = params.pop("host", ""), params.pop("port", None), params.pop("dbname", "")
     query = "&".join(f"{key}={quote(str(value), safe='')}" for key, value in sorted(params.items()))
-    return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{quote(dbname, safe='')}" + \
-        (f"?{query}" if query else "")
+    return f"postgresql://{auth}{host}{':' + str(port) if port else ''}/{quote(dbname, safe='')}" + (
+        f"?{query}" if query else ""
+    )
 
 
 def exports(settings: Settings, environment: dict[str, str]) -> dict[str, str]:
@@ -142,7 +167,8 @@ def exports(settings: Settings, environment: dict[str, str]) -> dict[str, str]:
     derived = {
         "AIRFLOW_CONN_WAREHOUSE": postgres_url(settings.warehouse_dsn),
         "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
-            {"conn_type": "kafka", "extra": {"bootstrap.servers": settings.kafka_bootstrap_servers}}),
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": settings.kafka_bootstrap_servers}}
+        ),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url,
         "DBT_HOST": warehouse.get("host", "127.0.0.1"),
         "DBT_PORT": warehouse.get("port", "5432"),
@@ -165,7 +191,7 @@ def exports(settings: Settings, environment: dict[str, str]) -> dict[str, str]:
 def table() -> str:
     """Every setting as a Markdown table: variable, default, what it does."""
     lines = ["| variable | default | what |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
+    for field in Settings.model_fields.values():
         default = field.default
         if isinstance(default, Path):
             default = default.relative_to(PROJECT_ROOT) if default.is_relative_to(PROJECT_ROOT) else default

@@ -4,6 +4,7 @@ The schemas are owned by the Alembic migrations in purchases/migrations (dbt own
 what `make up`, the Docker stack's warehouse-init, the benchmarks and the tests run; a warehouse made by
 the first release (before migrations) is adopted by the first migration, which is that release's schema.
 """
+
 from __future__ import annotations
 
 from importlib import resources
@@ -32,9 +33,14 @@ def sqlalchemy_url(dsn: str) -> str:
     from sqlalchemy.engine import URL
 
     params = conninfo_to_dict(dsn)
-    return URL.create("postgresql+psycopg", username=params.get("user"), password=params.get("password"),
-                      host=params.get("host"), port=int(params["port"]) if params.get("port") else None,
-                      database=params.get("dbname")).render_as_string(hide_password=False)
+    return URL.create(
+        "postgresql+psycopg",
+        username=params.get("user"),
+        password=params.get("password"),
+        host=params.get("host"),
+        port=int(params["port"]) if params.get("port") else None,
+        database=params.get("dbname"),
+    ).render_as_string(hide_password=False)
 
 
 def alembic_config(dsn: str):

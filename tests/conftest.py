@@ -3,19 +3,19 @@
 Nothing here assumes a stack from `make up` is running; ports are picked free, databases are named per
 session and dropped at the end, so tests can run beside a running stack.
 """
+
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from support import LOG_DIR, ApiServer, airflow_url, free_port, stop_process, wait_for
+from support import LOG_DIR, ApiServer, EmbeddedBroker, airflow_url, free_port
 
 from purchases.settings import Settings, exports, postgres_url
 
@@ -34,8 +34,12 @@ BROKER = f"127.0.0.1:{BROKER_PORT}"
 
 # Airflow reads its configuration when first imported, so the test environment is set before any test
 # module is collected. Connections come from AIRFLOW_CONN_* like in `make up`, derived from the settings.
-TEST_SETTINGS = Settings(WAREHOUSE_DSN=WAREHOUSE_DSN, KAFKA_BOOTSTRAP_SERVERS=BROKER, PURCHASES_TOPIC="purchases",
-                         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(AIRFLOW_DSN))
+TEST_SETTINGS = Settings(
+    WAREHOUSE_DSN=WAREHOUSE_DSN,
+    KAFKA_BOOTSTRAP_SERVERS=BROKER,
+    PURCHASES_TOPIC="purchases",
+    AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_url(AIRFLOW_DSN),
+)
 TEST_ENV = {
     **exports(TEST_SETTINGS, {}),
     "PURCHASES_PARTITIONS": "3",
@@ -67,35 +71,11 @@ def warehouse_dsn():
     drop_database(WAREHOUSE_DSN)
 
 
-class BrokerProcess:
-    """The embedded Kafka-protocol broker on a free port. In-memory: `restart()` loses its data."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        from purchases.broker import ensure_topic, start_embedded_broker
-
-        self.process = start_embedded_broker("127.0.0.1", self.port, LOG_DIR / f"broker_{SESSION}.log")
-        wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1).close() or True,
-                 20, "embedded broker")
-        wait_for(lambda: ensure_topic(self.bootstrap, "purchases", 3, timeout=5) == 3, 30, "topic purchases")
-
-    def stop(self) -> None:
-        stop_process(self.process)
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture(scope="session")
 def broker():
-    process = BrokerProcess(BROKER_PORT)
-    process.start()
+    """The session's embedded broker with the topic `purchases` (3 partitions); tests that stop or restart a
+    broker start one of their own (purchases.processes.EmbeddedBroker)."""
+    process = EmbeddedBroker(LOG_DIR / f"broker_{SESSION}.log", port=BROKER_PORT).start()
     yield process
     process.stop()
 
@@ -124,8 +104,12 @@ def airflow_db():
 
     dsn = AIRFLOW_DSN
     ensure_database(dsn)
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                   env=dict(os.environ), stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        check=True,
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+    )
     yield dsn
     if "airflow.settings" in sys.modules:  # close the ORM's pooled connections before the drop cuts them
         from sqlalchemy.exc import OperationalError

@@ -4,6 +4,7 @@ contract, never restated here.
 
 `make fuzz` runs the same tests with many more examples (HYPOTHESIS_PROFILE=fuzz: support.examples).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def product_names() -> st.SearchStrategy[str]:
 
 
 def descriptions() -> st.SearchStrategy[str | None]:
-    return st.one_of(st.none(), st.text(_DESCRIPTION_CHARACTERS, max_size=contract.MAX_DESCRIPTION),
-                     st.sampled_from(["", "\t", "\r\n", "\\", "\\N", "x" * contract.MAX_DESCRIPTION]))
+    return st.one_of(
+        st.none(),
+        st.text(_DESCRIPTION_CHARACTERS, max_size=contract.MAX_DESCRIPTION),
+        st.sampled_from(["", "\t", "\r\n", "\\", "\\N", "x" * contract.MAX_DESCRIPTION]),
+    )
 
 
 def quantities() -> st.SearchStrategy[int]:
@@ -51,8 +55,10 @@ def price_json(price: Decimal) -> st.SearchStrategy:
 
 
 def currencies() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(["USD", "EUR", "JPY", "GBP"]),
-                     st.text(st.characters(min_codepoint=ord("A"), max_codepoint=ord("Z")), min_size=3, max_size=3))
+    return st.one_of(
+        st.sampled_from(["USD", "EUR", "JPY", "GBP"]),
+        st.text(st.characters(min_codepoint=ord("A"), max_codepoint=ord("Z")), min_size=3, max_size=3),
+    )
 
 
 def offsets() -> st.SearchStrategy[timezone]:
@@ -67,16 +73,22 @@ def client_times(draw) -> datetime:
     of margin for the request's way) to 4 minutes ahead, in any offset."""
     now = contract.utcnow()
     earliest = now - contract.MAX_BACKDATE + timedelta(minutes=1)
-    instant = draw(st.one_of(st.floats(0, 1).map(lambda f: earliest + (now + timedelta(minutes=4) - earliest) * f),
-                             st.sampled_from([earliest, now, now + timedelta(minutes=4)])))
+    instant = draw(
+        st.one_of(
+            st.floats(0, 1).map(lambda f: earliest + (now + timedelta(minutes=4) - earliest) * f),
+            st.sampled_from([earliest, now, now + timedelta(minutes=4)]),
+        )
+    )
     return instant.astimezone(draw(offsets()))
 
 
 def event_times(now: datetime) -> st.SearchStrategy[datetime]:
     """Times an event on the topic may carry: from the contract's earliest day to 4 minutes ahead."""
     span = now + timedelta(minutes=4) - contract.EARLIEST_PURCHASED_AT
-    instants = st.one_of(st.floats(0, 1).map(lambda f: contract.EARLIEST_PURCHASED_AT + span * f),
-                         st.just(contract.EARLIEST_PURCHASED_AT))
+    instants = st.one_of(
+        st.floats(0, 1).map(lambda f: contract.EARLIEST_PURCHASED_AT + span * f),
+        st.just(contract.EARLIEST_PURCHASED_AT),
+    )
     return st.tuples(instants, offsets()).map(lambda pair: pair[0].astimezone(pair[1]))
 
 
@@ -93,8 +105,11 @@ def rfc3339(moment: datetime) -> st.SearchStrategy[str]:
 def purchase_bodies(draw) -> dict:
     """A body of POST /purchases that the contract accepts, written in any of the ways a client may."""
     price = draw(unit_prices())
-    body = {"product_name": draw(product_names()), "quantity": draw(quantities()),
-            "unit_price": draw(price_json(price))}
+    body = {
+        "product_name": draw(product_names()),
+        "quantity": draw(quantities()),
+        "unit_price": draw(price_json(price)),
+    }
     if draw(st.booleans()):
         body["description"] = draw(descriptions())
     if draw(st.booleans()):
@@ -109,9 +124,12 @@ def event_documents(draw, now: datetime, customer_ids: st.SearchStrategy | None 
     """A valid event as a document, in the ways a producer may write one (not only the API's)."""
     price = draw(unit_prices())
     document = {
-        "event_id": str(draw(st.uuids())), "customer_id": str(draw(st.uuids() if customer_ids is None else customer_ids)),
-        "product_name": draw(product_names()), "quantity": draw(quantities()),
-        "unit_price": draw(price_json(price)), "currency": draw(currencies()),
+        "event_id": str(draw(st.uuids())),
+        "customer_id": str(draw(st.uuids() if customer_ids is None else customer_ids)),
+        "product_name": draw(product_names()),
+        "quantity": draw(quantities()),
+        "unit_price": draw(price_json(price)),
+        "currency": draw(currencies()),
         "purchased_at": draw(rfc3339(draw(event_times(now)))),
     }
     if draw(st.booleans()):
@@ -129,11 +147,21 @@ def valid_event_documents(now: datetime, customer_ids: st.SearchStrategy | None 
 
 def json_values() -> st.SearchStrategy:
     """Arbitrary JSON values: odd strings (surrogates, NUL, controls), huge and tiny numbers, nesting."""
-    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-10 ** 400, 10 ** 400),
-                        st.floats(allow_nan=False, allow_infinity=False), st.decimals(allow_nan=False),
-                        st.text(), st.text(st.characters(codec=None)))
-    return st.recursive(scalars, lambda children: st.lists(children, max_size=4)
-                        | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=20)
+    scalars = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(-(10**400), 10**400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.decimals(allow_nan=False),
+        st.text(),
+        st.text(st.characters(codec=None)),
+    )
+    return st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+        max_leaves=20,
+    )
 
 
 def _json_text(value) -> str:
@@ -143,7 +171,9 @@ def _json_text(value) -> str:
     if isinstance(value, list):
         return "[" + ",".join(_json_text(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in value.items()) + "}"
+        return (
+            "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{_json_text(v)}" for k, v in value.items()) + "}"
+        )
     return json.dumps(value, ensure_ascii=False, allow_nan=True)
 
 
@@ -155,8 +185,11 @@ def _dumps(value) -> bytes:
 def json_documents() -> st.SearchStrategy[bytes]:
     """Arbitrary JSON texts, including deep nesting and NaN, as bytes."""
     deep = st.integers(1, 20_000).map(lambda depth: b"[" * depth + b"]" * depth)
-    return st.one_of(json_values().map(_dumps), deep,
-                     st.sampled_from([b"NaN", b"-Infinity", b"1e999999999", b'"\\ud800"', b'{"a":"\\u0000"}']))
+    return st.one_of(
+        json_values().map(_dumps),
+        deep,
+        st.sampled_from([b"NaN", b"-Infinity", b"1e999999999", b'"\\ud800"', b'{"a":"\\u0000"}']),
+    )
 
 
 @st.composite

@@ -1,16 +1,19 @@
-"""Helpers the test folders share: free ports, waiting for readiness, and the real processes they start."""
+"""Helpers the test folders share, one per job: the real processes they start (the API; the broker and free
+ports come from purchases.processes, which the benchmarks share), customers signed up over HTTP, DAGs as
+the DAG processor reads them, generated-example counts, and rows put into staging as the gate passes them."""
+
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from purchases.processes import stop_process  # noqa: F401 - the tests import it from here
+from purchases.processes import EmbeddedBroker, free_port, stop_process, wait_for  # noqa: F401 - shared here
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = ROOT / "logs" / "tests"
@@ -21,26 +24,6 @@ FUZZ_FACTOR = 25 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 1
 def examples(in_make_test: int) -> int:
     """How many generated examples a test runs: enough for `make test`'s time budget, more in `make fuzz`."""
     return in_make_test * FUZZ_FACTOR
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - reported below if it never succeeds
-            last_error = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s (last error: {last_error!r})")
 
 
 class ApiServer:
@@ -57,12 +40,67 @@ class ApiServer:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / self.log_name, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "ingest_api.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-access-log"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "ingest_api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(lambda: httpx.get(self.url + "/healthz", timeout=1).status_code == 200, 60, "ingest API")
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+@dataclass
+class Customer:
+    """A customer signed up and logged in over HTTP: `headers` carry its bearer token."""
+
+    id: str
+    username: str
+    password: str
+    token: str
+    headers: dict = field(default_factory=dict)
+
+
+def sign_up(client: httpx.Client, name: str = "c") -> Customer:
+    """POST /customers and POST /auth/token, as a client does; a unique username from `name`."""
+    username, password = f"{name}_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
+    created = client.post("/customers", json={"username": username, "password": password})
+    assert created.status_code == 201, created.text
+    token = client.post("/auth/token", data={"username": username, "password": password})
+    assert token.status_code == 200, token.text
+    access = token.json()["access_token"]
+    return Customer(created.json()["customer_id"], username, password, access, {"Authorization": f"Bearer {access}"})
+
+
+def load_dag(dag_id: str):
+    """The DAG as the DAG processor reads its file (dags/<dag_id>.py) now: settings from the environment
+    of the moment, import errors raised."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag(dag_id)
+
+
+class OutletEvents(dict):
+    """What a task gets as `outlet_events` (an Asset -> its event, whose `extra` the task sets)."""
+
+    def __missing__(self, key):
+        self[key] = type("Event", (), {"extra": None})()
+        return self[key]
 
 
 def airflow_url(dsn: str) -> str:

@@ -1,14 +1,18 @@
 """bench-e2e's bookkeeping: when each purchase was first listed and first counted, from the watcher's
 timeline of changes (pure logic; the benchmark itself runs against the real stack with `make bench-e2e`)."""
+
 from bench.bench_e2e import Customer, delays, first_seen, percentile
 
 
 def test_a_purchase_is_listed_once_it_or_a_later_one_is_and_counted_once_the_count_reaches_it():
     customer = Customer(headers={}, accepted=[("a", 0.0), ("b", 1.0), ("c", 2.0), ("d", 3.0)])
-    first_seen(customer, {
-        "listed": [(4.0, ()), (5.0, ("b", "a")), (6.0, ("b", "a")), (8.0, ("d", "c", "b"))],
-        "counted": [(4.5, 0), (7.0, 1), (9.0, 3)],
-    })
+    first_seen(
+        customer,
+        {
+            "listed": [(4.0, ()), (5.0, ("b", "a")), (6.0, ("b", "a")), (8.0, ("d", "c", "b"))],
+            "counted": [(4.5, 0), (7.0, 1), (9.0, 3)],
+        },
+    )
     assert customer.listed_at == {0: 5.0, 1: 5.0, 2: 8.0, 3: 8.0}
     assert customer.counted_at == {0: 7.0, 1: 9.0, 2: 9.0}
     listed, never_listed = delays([customer], "listed_at")

@@ -1,32 +1,26 @@
 """Broker outage: while the broker is down the API refuses purchases quickly (503 + Retry-After), never
 answering 202 for an event the broker did not take; when it is back the API recovers without a restart
 and the pipeline loads what was bought after the outage."""
+
 from __future__ import annotations
 
 import time
-import uuid
 
 import httpx
 import psycopg
 import pytest
+from support import sign_up
 
 pytestmark = pytest.mark.e2e
 
 GOOD = {"product_name": "Umbrella", "quantity": 1, "unit_price": "15.00", "currency": "USD"}
 
 
-def customer(client: httpx.Client) -> dict:
-    username, password = f"outage_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
-    assert client.post("/customers", json={"username": username, "password": password}).status_code == 201
-    token = client.post("/auth/token", data={"username": username, "password": password}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_broker_outage_gives_503_then_recovers_without_restart(api_server, broker, warehouse_dsn):
     from purchases.load import load_available  # the loader's one-shot entry point
 
     client = httpx.Client(base_url=api_server.url, timeout=30)
-    headers = customer(client)
+    headers = sign_up(client, "outage").headers
     before = client.post("/purchases", json=GOOD, headers=headers)
     assert before.status_code == 202
     load_available(broker.bootstrap, warehouse_dsn)  # drained: an in-memory broker restart loses its log
@@ -58,8 +52,10 @@ def test_broker_outage_gives_503_then_recovers_without_restart(api_server, broke
     load_available(broker.bootstrap, warehouse_dsn)
     with psycopg.connect(warehouse_dsn) as conn:
         ours = ([before.json()["event_id"], after.json()["event_id"]],)
-        found = conn.execute("select event_id::text from staging.purchase_events where event_id = any(%s::uuid[])",
-                             ours).fetchall()
-        rejected = conn.execute("select event_id::text, reason from staging.purchase_events_rejected "
-                                "where event_id = any(%s::uuid[])", ours).fetchall()
+        found = conn.execute(
+            "select event_id::text from staging.purchase_events where event_id = any(%s::uuid[])", ours
+        ).fetchall()
+        rejected = conn.execute(
+            "select event_id::text, reason from staging.purchase_events_rejected where event_id = any(%s::uuid[])", ours
+        ).fetchall()
     assert sorted(row[0] for row in found) == sorted(ours[0]), f"rejected: {rejected}"

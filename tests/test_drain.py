@@ -1,6 +1,7 @@
 """The drain `make down` runs before it stops the in-memory broker (purchases.drain, `python -m purchases.cli
 drain`), and the log ends it waits for (purchases.broker.log_end_offsets), on a real broker of its own and
 the session's real warehouse."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import time
 
 import psycopg
 import pytest
-from loader.helpers import OwnBroker, add_customers, create_topic, free_port, make_event, produce
-from support import LOG_DIR
+from loader.helpers import add_customers, create_topic, make_event, produce
+from support import LOG_DIR, EmbeddedBroker, free_port
 
 from purchases.broker import log_end_offsets
 from purchases.drain import check, drain
@@ -21,9 +22,7 @@ from purchases.load import LoaderConfig, load_partition
 
 @pytest.fixture(scope="module")
 def own_broker():
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    broker = OwnBroker(LOG_DIR)
-    broker.start({"drain_test_warmup": 1})  # returns once the broker answers
+    broker = EmbeddedBroker(LOG_DIR / "drain_broker.log", topics={"drain_test_warmup": 1}).start()
     yield broker
     broker.stop()
 
@@ -46,14 +45,19 @@ def produce_events(bootstrap: str, topic: str, customers, per_partition: dict[in
 
 def staged(dsn: str, topic: str) -> list[tuple[str, int, int]]:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("select event_id::text, kafka_partition, kafka_offset from staging.purchase_events "
-                            "where kafka_topic = %s", (topic,)).fetchall()
+        return conn.execute(
+            "select event_id::text, kafka_partition, kafka_offset from staging.purchase_events where kafka_topic = %s",
+            (topic,),
+        ).fetchall()
 
 
 def stored(dsn: str, topic: str) -> dict[int, int]:
     with psycopg.connect(dsn) as conn:
-        return dict(conn.execute("select kafka_partition, next_offset from staging.kafka_offsets "
-                                 "where kafka_topic = %s", (topic,)).fetchall())
+        return dict(
+            conn.execute(
+                "select kafka_partition, next_offset from staging.kafka_offsets where kafka_topic = %s", (topic,)
+            ).fetchall()
+        )
 
 
 def test_log_end_offsets_are_the_record_counts(own_broker, topic):
@@ -70,8 +74,9 @@ def test_drain_loads_every_partition_to_its_log_end_exactly_once(own_broker, top
     # Partition 1 is partly loaded already; then more arrives, and a record no loader can accept.
     config = LoaderConfig(own_broker.bootstrap, warehouse_dsn, topic)
     assert load_partition(config, 1, window_seconds=30, stop_when_idle=True).loaded == 25
-    placed.update({k: (1, 25 + o) for k, (_, o) in
-                   produce_events(own_broker.bootstrap, topic, customers, {1: 10}).items()})
+    placed.update(
+        {k: (1, 25 + o) for k, (_, o) in produce_events(own_broker.bootstrap, topic, customers, {1: 10}).items()}
+    )
     produce(own_broker.bootstrap, topic, [(None, b"not json")], partition=2)
     assert check(own_broker.bootstrap, warehouse_dsn, topic).keys() == {0, 1, 2}
 
@@ -135,11 +140,20 @@ def test_drain_beside_a_running_loader_is_still_exactly_once(own_broker, topic, 
 def test_drain_refuses_and_names_what_is_not_loaded_when_postgres_is_unreachable(own_broker, topic, warehouse_dsn):
     customers = add_customers(warehouse_dsn, 1)
     produce_events(own_broker.bootstrap, topic, customers, {0: 12, 2: 3})
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=own_broker.bootstrap, PURCHASES_TOPIC=topic,
-               WAREHOUSE_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")  # nothing listens there
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=own_broker.bootstrap,
+        PURCHASES_TOPIC=topic,
+        WAREHOUSE_DSN=f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere",
+    )  # nothing listens there
     started = time.monotonic()
-    answer = subprocess.run([sys.executable, "-m", "purchases.cli", "drain", "--timeout", "3"], env=env,
-                            capture_output=True, text=True, timeout=60)
+    answer = subprocess.run(
+        [sys.executable, "-m", "purchases.cli", "drain", "--timeout", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     took = time.monotonic() - started
     assert answer.returncode != 0, answer.stdout
     assert "NOT drained after 3 s: up to 15 records" in answer.stderr, answer.stderr
@@ -150,8 +164,13 @@ def test_drain_refuses_and_names_what_is_not_loaded_when_postgres_is_unreachable
     assert staged(warehouse_dsn, topic) == []
 
     # With Postgres back (the real DSN), it drains.
-    ok = subprocess.run([sys.executable, "-m", "purchases.cli", "drain", "--timeout", "60"],
-                        env=dict(env, WAREHOUSE_DSN=warehouse_dsn), capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "purchases.cli", "drain", "--timeout", "60"],
+        env=dict(env, WAREHOUSE_DSN=warehouse_dsn),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert len(staged(warehouse_dsn, topic)) == 15
 
@@ -162,4 +181,6 @@ def test_drain_of_a_topic_the_broker_does_not_have_is_nothing_and_does_not_creat
     said = []
     assert drain(own_broker.bootstrap, warehouse_dsn, "no_such_topic", timeout=10, say=said.append).log_ends == {}
     assert "has no topic no_such_topic" in said[0]
-    assert "no_such_topic" not in AdminClient({"bootstrap.servers": own_broker.bootstrap}).list_topics(timeout=10).topics
+    assert (
+        "no_such_topic" not in AdminClient({"bootstrap.servers": own_broker.bootstrap}).list_topics(timeout=10).topics
+    )

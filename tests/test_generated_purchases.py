@@ -5,9 +5,9 @@ quality gate and dbt; each is then listed, read one by one and counted, with no 
 The bodies come from tests/strategies.py, which takes its limits from the contract. `make fuzz` runs many
 more examples (HYPOTHESIS_PROFILE=fuzz).
 """
+
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import purchase_bodies
-from support import examples
+from support import examples, sign_up
 
 from purchases.contract import PurchaseRequest
 
@@ -30,19 +30,12 @@ EXPECTED_COUNT: dict[tuple[str, str], int] = defaultdict(int)
 BOUGHT: dict[str, tuple[str, PurchaseRequest]] = {}
 
 
-def sign_up(client: httpx.Client) -> tuple[str, dict]:
-    username, password = f"gen_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-    created = client.post("/customers", json={"username": username, "password": password})
-    assert created.status_code == 201, created.text
-    token = client.post("/auth/token", data={"username": username, "password": password}).json()["access_token"]
-    return created.json()["customer_id"], {"Authorization": f"Bearer {token}"}
-
-
 def all_listed(client: httpx.Client, headers: dict) -> list[dict]:
     items, cursor = [], None
     while True:
-        page = client.get("/customers/me/purchases", params={"limit": 7, **({"cursor": cursor} if cursor else {})},
-                          headers=headers)
+        page = client.get(
+            "/customers/me/purchases", params={"limit": 7, **({"cursor": cursor} if cursor else {})}, headers=headers
+        )
         assert page.status_code == 200, page.text
         items += page.json()["items"]
         cursor = page.json()["next_cursor"]
@@ -52,19 +45,31 @@ def all_listed(client: httpx.Client, headers: dict) -> list[dict]:
 
 def as_recorded(request: PurchaseRequest) -> dict:
     """What GET /purchases/{id} must answer for a purchase: the contract's normalised values."""
-    return {"product_name": request.product_name, "description": request.description,
-            "quantity": request.quantity, "unit_price": str(request.unit_price), "currency": request.currency,
-            "total_price": str(request.quantity * request.unit_price)}
+    return {
+        "product_name": request.product_name,
+        "description": request.description,
+        "quantity": request.quantity,
+        "unit_price": str(request.unit_price),
+        "currency": request.currency,
+        "total_price": str(request.quantity * request.unit_price),
+    }
 
 
-@settings(max_examples=examples(12), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=examples(12),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(bodies=st.lists(purchase_bodies(), min_size=1, max_size=6), keyed=st.booleans())
-def test_every_purchase_the_api_accepts_is_recorded_exactly_and_read_back(api_server, broker, warehouse_dsn,
-                                                                          bodies, keyed):
+def test_every_purchase_the_api_accepts_is_recorded_exactly_and_read_back(
+    api_server, broker, warehouse_dsn, bodies, keyed
+):
     from purchases.load import load_available
 
     client = httpx.Client(base_url=api_server.url, timeout=30)
-    customer_id, headers = sign_up(client)
+    customer = sign_up(client, "gen")
+    customer_id, headers = customer.id, customer.headers
     CUSTOMERS[customer_id] = headers
     ours = []
     for n, body in enumerate(bodies):
@@ -111,6 +116,9 @@ def test_the_generated_purchases_pass_the_gate_and_are_counted_to_the_cent(api_s
         answer = client.get("/customers/me/spend", headers=headers)
         assert answer.status_code == 200, answer.text
         totals = {t["currency"]: (Decimal(t["total_spend"]), t["purchase_count"]) for t in answer.json()["totals"]}
-        expected = {currency: (EXPECTED_SPEND[customer, currency], EXPECTED_COUNT[customer, currency])
-                    for customer, currency in EXPECTED_SPEND if customer == customer_id}
+        expected = {
+            currency: (EXPECTED_SPEND[customer, currency], EXPECTED_COUNT[customer, currency])
+            for customer, currency in EXPECTED_SPEND
+            if customer == customer_id
+        }
         assert totals == expected

@@ -4,6 +4,7 @@ purchases, once each, and every customer's totals are exact to the cent.
 
 `make test` runs a short version (SOAK_PURCHASES, default 2000); `make soak` runs 100,000.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +23,7 @@ import aiohttp
 import httpx
 import psycopg
 import pytest
+from support import Customer, sign_up
 
 from purchases.broker import partitions_of
 
@@ -35,8 +36,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def restart_postgres() -> None:
     cluster = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"], check=True, capture_output=True
+    )
 
 
 def wait_for_postgres(dsn: str, timeout: float = 60) -> None:
@@ -65,9 +67,24 @@ class LoaderFleet:
 
     def _spawn(self, partition: int) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "purchases.load", "--bootstrap-servers", self.bootstrap, "--dsn", self.dsn,
-             "load", "--partition", str(partition), "--window", "5"],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "purchases.load",
+                "--bootstrap-servers",
+                self.bootstrap,
+                "--dsn",
+                self.dsn,
+                "load",
+                "--partition",
+                str(partition),
+                "--window",
+                "5",
+            ],
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
 
     def _supervise(self) -> None:
         while not self.stopping.is_set():
@@ -98,9 +115,27 @@ class LoaderFleet:
 
     def drain(self) -> None:
         for partition in self.partitions:
-            subprocess.run([sys.executable, "-m", "purchases.load", "--bootstrap-servers", self.bootstrap,
-                            "--dsn", self.dsn, "load", "--partition", str(partition), "--window", "300",
-                            "--until-idle"], cwd=ROOT, check=True, stdout=self.log, stderr=subprocess.STDOUT)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "purchases.load",
+                    "--bootstrap-servers",
+                    self.bootstrap,
+                    "--dsn",
+                    self.dsn,
+                    "load",
+                    "--partition",
+                    str(partition),
+                    "--window",
+                    "300",
+                    "--until-idle",
+                ],
+                cwd=ROOT,
+                check=True,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
 
 
 async def post_purchases(base: str, customers: list[dict], total: int, on_progress) -> dict:
@@ -118,15 +153,19 @@ async def post_purchases(base: str, customers: list[dict], total: int, on_progre
             n = queue.get_nowait()
             customer = customers[n % len(customers)]
             price = Decimal(rng.randint(1, 99_999)) / 100
-            body = {"product_name": f"soak item {n}", "quantity": 1 + n % 5, "unit_price": str(price),
-                    "currency": ("USD", "EUR", "JPY")[n % 3]}
-            headers = dict(customer["headers"], **{"Idempotency-Key": f"soak-{n}"})
+            body = {
+                "product_name": f"soak item {n}",
+                "quantity": 1 + n % 5,
+                "unit_price": str(price),
+                "currency": ("USD", "EUR", "JPY")[n % 3],
+            }
+            headers = dict(customer.headers, **{"Idempotency-Key": f"soak-{n}"})
             async with client.post("/purchases", json=body, headers=headers) as answer:
                 if answer.status != 202:
                     refused[answer.status] += 1
                     continue
                 event_id = (await answer.json())["event_id"]
-            accepted[event_id] = (customer["id"], body["currency"], body["quantity"] * price)
+            accepted[event_id] = (customer.id, body["currency"], body["quantity"] * price)
             if n % 10 == 0:  # a client that did not see the answer retries with the same key
                 async with client.post("/purchases", json=body, headers=headers) as again:
                     retried += 1
@@ -134,24 +173,21 @@ async def post_purchases(base: str, customers: list[dict], total: int, on_progre
             on_progress(len(accepted))
 
     # aiohttp: httpx spent ~7 ms of CPU per request here with 32 in flight, which made the client the limit.
-    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=32),
-                                     timeout=aiohttp.ClientTimeout(total=60)) as client:
+    async with aiohttp.ClientSession(
+        base, connector=aiohttp.TCPConnector(limit=32), timeout=aiohttp.ClientTimeout(total=60)
+    ) as client:
         await asyncio.gather(*(worker(client) for _ in range(32)))
-    return {"accepted": accepted, "retried": retried, "mismatched_retries": mismatched_retries,
-            "refused": dict(refused)}
+    return {
+        "accepted": accepted,
+        "retried": retried,
+        "mismatched_retries": mismatched_retries,
+        "refused": dict(refused),
+    }
 
 
-def sign_up_customers(base: str, count: int) -> list[dict]:
-    customers = []
+def sign_up_customers(base: str, count: int) -> list[Customer]:
     with httpx.Client(base_url=base, timeout=30) as client:
-        for i in range(count):
-            username, password = f"soak_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-            created = client.post("/customers", json={"username": username, "password": password})
-            assert created.status_code == 201, created.text
-            token = client.post("/auth/token", data={"username": username, "password": password}).json()
-            customers.append({"id": created.json()["customer_id"],
-                              "headers": {"Authorization": f"Bearer {token['access_token']}"}})
-    return customers
+        return [sign_up(client, "soak") for _ in range(count)]
 
 
 def test_soak_exact_accounting_through_kills_and_a_postgres_restart(api_server, broker, warehouse_dsn):
@@ -193,33 +229,47 @@ def test_soak_exact_accounting_through_kills_and_a_postgres_restart(api_server, 
     for customer_id, currency, total in accepted.values():
         expected[(customer_id, currency)] += total
         counts[(customer_id, currency)] += 1
-    ours = ([c["id"] for c in customers],)  # other tests share the session's warehouse
+    ours = ([c.id for c in customers],)  # other tests share the session's warehouse
     with psycopg.connect(warehouse_dsn) as conn:
-        staged = {row[0] for row in conn.execute(
-            "select event_id::text from staging.purchase_events where customer_id = any(%s::uuid[])", ours)}
+        staged = {
+            row[0]
+            for row in conn.execute(
+                "select event_id::text from staging.purchase_events where customer_id = any(%s::uuid[])", ours
+            )
+        }
         staged_rows = conn.execute(
-            "select count(*) from staging.purchase_events where customer_id = any(%s::uuid[])", ours).fetchone()[0]
+            "select count(*) from staging.purchase_events where customer_id = any(%s::uuid[])", ours
+        ).fetchone()[0]
         marts_rows = conn.execute(
-            "select count(*) from marts.customer_purchases where customer_id = any(%s::uuid[])", ours).fetchone()[0]
-        spend = {(row[0], row[1]): (row[2], row[3]) for row in conn.execute(
-            "select customer_id::text, currency, total_spend, purchase_count from marts.customer_spend "
-            "where customer_id = any(%s::uuid[])", ours)}
+            "select count(*) from marts.customer_purchases where customer_id = any(%s::uuid[])", ours
+        ).fetchone()[0]
+        spend = {
+            (row[0], row[1]): (row[2], row[3])
+            for row in conn.execute(
+                "select customer_id::text, currency, total_spend, purchase_count from marts.customer_spend "
+                "where customer_id = any(%s::uuid[])",
+                ours,
+            )
+        }
         rejected = conn.execute(
-            "select count(*) from staging.purchase_events_rejected where customer_id = any(%s::uuid[])",
-            ours).fetchone()[0]
+            "select count(*) from staging.purchase_events_rejected where customer_id = any(%s::uuid[])", ours
+        ).fetchone()[0]
 
-    print(f"\nsoak: posted {PURCHASES} purchases from {CUSTOMERS} customers in {posting_s:.1f} s "
-          f"({PURCHASES / posting_s:.0f}/s); {len(accepted)} accepted, refused {outcome['refused']}, "
-          f"{outcome['retried']} retried with the same key ({outcome['mismatched_retries']} got another id); "
-          f"loader SIGKILLed {fleet.kills} times, {fleet.crashes} loader runs failed by themselves, "
-          f"Postgres restarted {int(done['restarted'])} time(s)")
-    print(f"soak: staging holds {staged_rows} rows ({len(staged)} distinct), marts.customer_purchases "
-          f"{marts_rows}; {rejected} rejected; {len(spend)} (customer, currency) totals")
+    print(
+        f"\nsoak: posted {PURCHASES} purchases from {CUSTOMERS} customers in {posting_s:.1f} s "
+        f"({PURCHASES / posting_s:.0f}/s); {len(accepted)} accepted, refused {outcome['refused']}, "
+        f"{outcome['retried']} retried with the same key ({outcome['mismatched_retries']} got another id); "
+        f"loader SIGKILLed {fleet.kills} times, {fleet.crashes} loader runs failed by themselves, "
+        f"Postgres restarted {int(done['restarted'])} time(s)"
+    )
+    print(
+        f"soak: staging holds {staged_rows} rows ({len(staged)} distinct), marts.customer_purchases "
+        f"{marts_rows}; {rejected} rejected; {len(spend)} (customer, currency) totals"
+    )
 
     assert outcome["mismatched_retries"] == 0
     assert fleet.kills == LOADER_KILLS and done["restarted"]
-    assert staged == set(accepted), (f"missing {len(set(accepted) - staged)}, "
-                                     f"unexpected {len(staged - set(accepted))}")
+    assert staged == set(accepted), f"missing {len(set(accepted) - staged)}, unexpected {len(staged - set(accepted))}"
     assert staged_rows == len(accepted) and marts_rows == len(accepted)
     assert rejected == 0
     assert spend == {key: (expected[key], counts[key]) for key in expected}

@@ -5,6 +5,7 @@ The embedded broker keeps its records in memory only. `down` must stop the API, 
 staging (itself, whether or not the Airflow loader runs: here it is paused), and only then stop the broker;
 and the broker must not be one of honcho's processes, which all stop when any one of them exits.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,14 +14,13 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import psutil
 import psycopg
 import pytest
-from support import LOG_DIR, airflow_url, free_port
+from support import LOG_DIR, Customer, airflow_url, free_port, sign_up
 
 from purchases.settings import postgres_url
 
@@ -36,9 +36,16 @@ class Stack:
 
     def __init__(self, tmp: Path):
         name = f"stack_test_{secrets.token_hex(4)}"
-        self.ports = {key: free_port() for key in ("API_PORT", "AIRFLOW_PORT", "KAFKA_PORT",
-                                                   "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-                                                   "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT")}
+        self.ports = {
+            key: free_port()
+            for key in (
+                "API_PORT",
+                "AIRFLOW_PORT",
+                "KAFKA_PORT",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+            )
+        }
         self.log_dir = LOG_DIR / name
         self.run_dir = tmp / "run"
         # Only what the machine needs: the session's settings (tests/conftest.py puts its own broker, warehouse
@@ -48,20 +55,31 @@ class Stack:
         self.env.update({key: str(port) for key, port in self.ports.items() if key != "KAFKA_PORT"})
         self.dsn = postgres_url(SERVER_DSN, dbname=f"{name}_wh")
         self.airflow_dsn = postgres_url(SERVER_DSN, dbname=f"{name}_af")
-        self.env.update({
-            "WAREHOUSE_DSN": self.dsn, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url(self.airflow_dsn),
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['KAFKA_PORT']}",
-            "RUN_DIR": str(self.run_dir), "LOG_DIR": str(self.log_dir), "SECRETS_DIR": str(tmp / "secrets"),
-            "AIRFLOW_HOME": str(tmp / "airflow"),
-        })
+        self.env.update(
+            {
+                "WAREHOUSE_DSN": self.dsn,
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url(self.airflow_dsn),
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['KAFKA_PORT']}",
+                "RUN_DIR": str(self.run_dir),
+                "LOG_DIR": str(self.log_dir),
+                "SECRETS_DIR": str(tmp / "secrets"),
+                "AIRFLOW_HOME": str(tmp / "airflow"),
+            }
+        )
         self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
         self.bootstrap = f"127.0.0.1:{self.ports['KAFKA_PORT']}"
         self.timings: list[tuple[str, float]] = []
 
     def sh(self, command: str, timeout: float = 600, check: bool = True, **env) -> str:
         started = time.monotonic()
-        done = subprocess.run(["bash", "-c", f"source scripts/env.sh && {command}"], cwd=ROOT,
-                              env={**self.env, **env}, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["bash", "-c", f"source scripts/env.sh && {command}"],
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         self.timings.append((command, time.monotonic() - started))
         output = done.stdout + done.stderr
         print(f"--- {command} ({time.monotonic() - started:.1f} s, rc {done.returncode})\n{output}")
@@ -95,8 +113,9 @@ class Stack:
 
     def staged(self, customer_id: str) -> list[str]:
         with psycopg.connect(self.dsn) as conn:
-            rows = conn.execute("select event_id::text from staging.purchase_events where customer_id = %s",
-                                (customer_id,)).fetchall()
+            rows = conn.execute(
+                "select event_id::text from staging.purchase_events where customer_id = %s", (customer_id,)
+            ).fetchall()
         return sorted(row[0] for row in rows)
 
     def pause_loader(self) -> None:
@@ -105,8 +124,10 @@ class Stack:
         idle_since, deadline = None, time.monotonic() + 90
         while True:
             with psycopg.connect(self.dsn) as conn:
-                (loaders,) = conn.execute("select count(*) from pg_stat_activity where datname = current_database() "
-                                          "and application_name like 'purchases-loader%%'").fetchone()
+                (loaders,) = conn.execute(
+                    "select count(*) from pg_stat_activity where datname = current_database() "
+                    "and application_name like 'purchases-loader%%'"
+                ).fetchone()
             now = time.monotonic()
             idle_since = (idle_since or now) if loaders == 0 else None
             if idle_since is not None and now - idle_since > 3:
@@ -121,23 +142,13 @@ class Stack:
             drop_database(dsn)
 
 
-def sign_up(client: httpx.Client) -> dict:
-    username, password = f"lifecycle_{uuid.uuid4().hex[:8]}", f"pw-{uuid.uuid4().hex}"
-    created = client.post("/customers", json={"username": username, "password": password})
-    assert created.status_code == 201, created.text
-    token = client.post("/auth/token", data={"username": username, "password": password})
-    assert token.status_code == 200, token.text
-    return {"id": created.json()["customer_id"],
-            "headers": {"Authorization": f"Bearer {token.json()['access_token']}"}}
-
-
-def buy(stack: Stack, customer: dict | None, count: int) -> tuple[dict, list[str]]:
+def buy(stack: Stack, customer: Customer | None, count: int) -> tuple[Customer, list[str]]:
     """Sign up (when no customer is given) and buy `count` purchases, each answered 202: the event ids."""
     with httpx.Client(base_url=stack.api, timeout=30) as client:
-        customer = customer or sign_up(client)
+        customer = customer or sign_up(client, "lifecycle")
         ids = []
         for n in range(count):
-            answer = client.post("/purchases", json=dict(BUY, description=f"#{n}"), headers=customer["headers"])
+            answer = client.post("/purchases", json=dict(BUY, description=f"#{n}"), headers=customer.headers)
             assert answer.status_code == 202, answer.text
             ids.append(answer.json()["event_id"])
     return customer, ids
@@ -147,8 +158,11 @@ def listed(stack: Stack, customer: dict) -> list[str]:
     items, cursor = [], None
     with httpx.Client(base_url=stack.api, timeout=30) as client:
         while True:
-            page = client.get("/customers/me/purchases", headers=customer["headers"],
-                              params={"limit": 200, **({"cursor": cursor} if cursor else {})})
+            page = client.get(
+                "/customers/me/purchases",
+                headers=customer.headers,
+                params={"limit": 200, **({"cursor": cursor} if cursor else {})},
+            )
             assert page.status_code == 200, page.text
             items += [item["event_id"] for item in page.json()["items"]]
             cursor = page.json()["next_cursor"]
@@ -181,11 +195,12 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
         stack.up()
         broker = stack.pid("broker")
         assert broker is not None, "up.sh must start the broker in a session of its own, its pid in broker.pid"
-        assert broker not in [p.pid for p in psutil.Process(stack.pid("stack")).children(recursive=True)], \
+        assert broker not in [p.pid for p in psutil.Process(stack.pid("stack")).children(recursive=True)], (
             "the broker must not be one of honcho's processes"
+        )
         customer, first = buy(stack, None, 50)
         stack.down()
-        assert stack.staged(customer["id"]) == sorted(first)
+        assert stack.staged(customer.id) == sorted(first)
         assert stack.listening() == [], "down left something listening"
         wait_gone(broker, 5, "the broker")
 
@@ -194,7 +209,7 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
         stack.pause_loader()
         _, second = buy(stack, customer, 50)
         out = stack.down()
-        assert stack.staged(customer["id"]) == sorted(first + second)  # exactly once: 100 rows, 100 ids
+        assert stack.staged(customer.id) == sorted(first + second)  # exactly once: 100 rows, 100 ids
         assert "for 50 records of purchases" in out, "the drain did not wait for the 50 unloaded records"
         assert stack.listening() == []
 
@@ -207,11 +222,12 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
         honcho_process(stack, "airflow dag-processor").send_signal(signal.SIGKILL)
         wait_gone(honcho, 60, "honcho, after one of its processes crashed")
         assert stack.ports["API_PORT"] not in stack.listening(), "the API outlived the crash of the stack"
-        assert psutil.pid_exists(broker) and psutil.Process(broker).status() != psutil.STATUS_ZOMBIE, \
+        assert psutil.pid_exists(broker) and psutil.Process(broker).status() != psutil.STATUS_ZOMBIE, (
             "the broker died with honcho's processes"
+        )
         assert sum(log_end_offsets(stack.bootstrap, "purchases").values()) == 5, "the broker lost its records"
         out = stack.down()
-        assert stack.staged(customer["id"]) == sorted(first + second + third)
+        assert stack.staged(customer.id) == sorted(first + second + third)
         assert stack.listening() == []
         wait_gone(broker, 5, "the broker")
     finally:
@@ -220,5 +236,7 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
                 stack.down(check=False, FORCE="1")
         stack.drop_databases()
         took = time.monotonic() - started
-        print(f"test_stack_lifecycle: {took:.0f} s in all; "
-              + ", ".join(f"{command} {seconds:.0f} s" for command, seconds in stack.timings))
+        print(
+            f"test_stack_lifecycle: {took:.0f} s in all; "
+            + ", ".join(f"{command} {seconds:.0f} s" for command, seconds in stack.timings)
+        )

@@ -1,12 +1,13 @@
 """Migrations: a warehouse made by the schema of the last release (before Alembic) is upgraded by `make up`'s
 migrations with its data kept, and the loader works on it: the old rows reach the marts' source, new
 events load in batches the gate can pass."""
+
 from __future__ import annotations
 
 import importlib
 import secrets
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -26,25 +27,32 @@ def release_1_warehouse(warehouse_dsn):
     customer = uuid.uuid4()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(RELEASE_1)
-        conn.execute("insert into app.customers (customer_id, username, password_hash) values (%s, 'old', 'x')",
-                     (customer,))
+        conn.execute(
+            "insert into app.customers (customer_id, username, password_hash) values (%s, 'old', 'x')", (customer,)
+        )
         for offset in range(3):
             conn.execute(
                 "insert into staging.purchase_events (event_id, customer_id, product_name, quantity, unit_price, "
                 "currency, purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset) values "
-                "(%s, %s, 'old tea', 1, 2.50, 'EUR', now(), 1, 'old_topic', 0, %s)", (uuid.uuid4(), customer, offset))
-        conn.execute("insert into staging.purchase_events_rejected (reason, raw_value, kafka_topic, kafka_partition, "
-                     "kafka_offset) values ('not JSON', 'x', 'old_topic', 0, 3)")
-        conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset, topic_id) "
-                     "values ('old_topic', 0, 4, 'gone')")
+                "(%s, %s, 'old tea', 1, 2.50, 'EUR', now(), 1, 'old_topic', 0, %s)",
+                (uuid.uuid4(), customer, offset),
+            )
+        conn.execute(
+            "insert into staging.purchase_events_rejected (reason, raw_value, kafka_topic, kafka_partition, "
+            "kafka_offset) values ('not JSON', 'x', 'old_topic', 0, 3)"
+        )
+        conn.execute(
+            "insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset, topic_id) "
+            "values ('old_topic', 0, 4, 'gone')"
+        )
     yield dsn, customer
     drop_database(dsn)
 
 
 def test_a_release_1_warehouse_is_upgraded_with_its_data_and_the_loader_works_on_it(release_1_warehouse, broker):
-    from purchases.check import run_quality_gate
-
     from loader.helpers import create_topic, make_event, produce
+
+    from purchases.check import run_quality_gate
 
     dsn, customer = release_1_warehouse
     upgrade(dsn)
@@ -69,4 +77,4 @@ def test_a_release_1_warehouse_is_upgraded_with_its_data_and_the_loader_works_on
     with psycopg.connect(dsn) as conn:
         assert conn.execute("select count(*) from staging.purchase_events_passed").fetchone()[0] == 8
         newest = conn.execute("select max(passed_at) from staging.purchase_events_passed").fetchone()[0]
-    assert newest <= datetime.now(timezone.utc)
+    assert newest <= datetime.now(UTC)

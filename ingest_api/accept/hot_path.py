@@ -7,6 +7,7 @@ their declared signature, which documents them in OpenAPI and /docs, but supply 
 directly, with the same rules and the same errors as the declared dependencies. Their bodies are read and
 validated by hand too (`read_body`, `parse_json_body`).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -88,8 +89,9 @@ class BuyRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         declared = set(inspect.signature(endpoint).parameters)
         if declared != HOT_PATH_PARAMETERS:
-            raise TypeError(f"{endpoint.__name__} must take exactly {sorted(HOT_PATH_PARAMETERS)}; "
-                            f"it takes {sorted(declared)}")
+            raise TypeError(
+                f"{endpoint.__name__} must take exactly {sorted(HOT_PATH_PARAMETERS)}; it takes {sorted(declared)}"
+            )
 
         async def handle(request: Request) -> Any:
             authorization = key = None
@@ -102,8 +104,12 @@ class BuyRoute(APIRoute):
             if scheme.lower() != "bearer" or not token:
                 raise errors.missing_token()
             customer_id = customer_for_token(request, token)
-            return await endpoint(request=request, customer_id=customer_id, producer=request.app.state.producer,
-                                  idempotency_key=_idempotency_key_of(key))
+            return await endpoint(
+                request=request,
+                customer_id=customer_id,
+                producer=request.app.state.producer,
+                idempotency_key=_idempotency_key_of(key),
+            )
 
         # Starlette's plain request/response wrapper: the app's exception handlers (401, 422, 503 ...)
         # apply as on any other route.

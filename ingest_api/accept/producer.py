@@ -18,6 +18,7 @@ is settled, delivered or failed, within the timeout; a sweep is the backstop sho
 If the producer hits a fatal error (an idempotent producer can, e.g. when a broker without persistence
 restarts and forgets the producer id), it is replaced by a fresh one, so the API recovers without a restart.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -168,8 +169,9 @@ class PurchaseProducer:
     # internals ---------------------------------------------------------------------------------------
 
     def _delivery(self, count: int) -> _Delivery:
-        delivery = _Delivery(asyncio.get_running_loop().create_future(), count,
-                             time.monotonic() + self.timeout, self._waiting)
+        delivery = _Delivery(
+            asyncio.get_running_loop().create_future(), count, time.monotonic() + self.timeout, self._waiting
+        )
         self._waiting[delivery] = None
         if not self._wake.is_set():
             self._wake.set()

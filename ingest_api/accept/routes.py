@@ -4,6 +4,7 @@ This is the hot path: the token is checked offline, the body validated straight 
 produced and the answer sent once the broker acknowledged it. No database access: idempotency comes from
 the deterministic event id, which the loader deduplicates on.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -20,10 +21,16 @@ from purchases.contract import build_event, utcnow
 # The buy endpoints resolve their parameters by hand (see hot_path.py); same signature, same rules.
 router = APIRouter(tags=["purchases"], route_class=BuyRoute)
 
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-    description="Any string unique per purchase. Retrying with the same key gives the same event id, and the "
-                "purchase is counted once. For a batch, purchase i gets the key `<key>#<i>`.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        description="Any string unique per purchase. Retrying with the same key gives the same event id, and the "
+        "purchase is counted once. For a batch, purchase i gets the key `<key>#<i>`.",
+    ),
+]
 
 BUY_ERRORS = {**errors.AUTH_ERRORS, **errors.BODY_TOO_LARGE, **errors.BAD_PURCHASE, **errors.BROKER_UNAVAILABLE}
 
@@ -32,35 +39,57 @@ HAND_READ_BODIES = (PurchaseRequest, PurchaseBatch)
 
 
 def _json_body(schema_name: str) -> dict:
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+        }
+    }
 
 
-@router.post("/purchases", status_code=status.HTTP_202_ACCEPTED, response_model=PurchaseAccepted,
-             responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseRequest"),
-             summary="Buy: record one purchase (202 once the broker has it)")
-async def buy(request: Request, customer_id: CurrentCustomer, producer: ProducerDep,
-              idempotency_key: IdempotencyKey = None) -> Response:
+@router.post(
+    "/purchases",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PurchaseAccepted,
+    responses=BUY_ERRORS,
+    openapi_extra=_json_body("PurchaseRequest"),
+    summary="Buy: record one purchase (202 once the broker has it)",
+)
+async def buy(
+    request: Request, customer_id: CurrentCustomer, producer: ProducerDep, idempotency_key: IdempotencyKey = None
+) -> Response:
     purchase = parse_json_body(PurchaseRequest, await read_body(request))
     event = build_event(customer_id, purchase, idempotency_key)
     await producer.send(event.kafka_key(), event.to_bytes())
-    return Response(b'{"event_id":"%s","status":"accepted"}' % str(event.event_id).encode(),
-                    status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
+    return Response(
+        b'{"event_id":"%s","status":"accepted"}' % str(event.event_id).encode(),
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )
 
 
-@router.post("/purchases/batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchAccepted,
-             responses=BUY_ERRORS, openapi_extra=_json_body("PurchaseBatch"),
-             summary="Buy up to 1000 purchases at once, all or nothing")
-async def buy_many(request: Request, customer_id: CurrentCustomer, producer: ProducerDep,
-                   idempotency_key: IdempotencyKey = None) -> Response:
+@router.post(
+    "/purchases/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchAccepted,
+    responses=BUY_ERRORS,
+    openapi_extra=_json_body("PurchaseBatch"),
+    summary="Buy up to 1000 purchases at once, all or nothing",
+)
+async def buy_many(
+    request: Request, customer_id: CurrentCustomer, producer: ProducerDep, idempotency_key: IdempotencyKey = None
+) -> Response:
     batch = parse_json_body(PurchaseBatch, await read_body(request))
     # The same events build_event would make, built in bulk (see batch_events.py).
     event_ids = batch_event_ids(customer_id, len(batch.purchases), idempotency_key)
     values = batch_event_bytes(customer_id, batch.purchases, event_ids, utcnow())
     await producer.send_many(str(customer_id).encode(), values)  # the key PurchaseEvent.kafka_key() gives
     ids = '","'.join(event_ids).encode()
-    return Response(b'{"event_ids":["%s"],"status":"accepted"}' % ids,
-                    status_code=status.HTTP_202_ACCEPTED, media_type="application/json")
+    return Response(
+        b'{"event_ids":["%s"],"status":"accepted"}' % ids,
+        status_code=status.HTTP_202_ACCEPTED,
+        media_type="application/json",
+    )
 
 
 def openapi(app: FastAPI) -> dict:

@@ -3,6 +3,7 @@
 Wrong passwords are counted per username, for logging in and changing the password alike; past the limit
 both answer 429 (core/login_limiter.py). Passwords are argon2id hashes (core/security.py).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -22,8 +23,14 @@ from purchases.contract import new_time_ordered_id
 router = APIRouter()
 
 
-@router.post("/customers", tags=["customers"], status_code=status.HTTP_201_CREATED, response_model=Customer,
-             responses={**errors.BAD_BODY, **errors.USERNAME_TAKEN, **errors.BAD_SIGN_UP}, summary="Sign up")
+@router.post(
+    "/customers",
+    tags=["customers"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=Customer,
+    responses={**errors.BAD_BODY, **errors.USERNAME_TAKEN, **errors.BAD_SIGN_UP},
+    summary="Sign up",
+)
 async def sign_up(account: CustomerCreate, conn: ConnectionDep, passwords: PasswordsDep) -> Customer:
     if await data.username_taken(conn, account.username):
         raise errors.username_taken(account.username)
@@ -42,8 +49,9 @@ def _refuse_if_locked_out(limiter: LoginLimiter, username: str) -> None:
         raise errors.locked_out(wait)
 
 
-async def _check_password(passwords: Passwords, limiter: LoginLimiter, username: str, password_hash: str | None,
-                          password: str, wrong: str) -> None:
+async def _check_password(
+    passwords: Passwords, limiter: LoginLimiter, username: str, password_hash: str | None, password: str, wrong: str
+) -> None:
     """401 with `wrong` unless `password` matches `password_hash`; None (no such account) never matches but
     costs one verification all the same, so that a login takes as long either way."""
     # Counted as a failure before checking, so that concurrent guesses cannot all slip under the limit.
@@ -53,15 +61,30 @@ async def _check_password(passwords: Passwords, limiter: LoginLimiter, username:
     limiter.reset(username)
 
 
-@router.post("/auth/token", tags=["auth"], response_model=Token,
-             responses={**errors.WRONG_LOGIN, **errors.LOCKED_OUT},
-             summary="Log in: OAuth2 password form -> bearer token")
-async def log_in(form: Annotated[OAuth2PasswordRequestForm, Depends()], conn: ConnectionDep, tokens: TokensDep,
-                 limiter: LoginLimiterDep, passwords: PasswordsDep) -> Token:
+@router.post(
+    "/auth/token",
+    tags=["auth"],
+    response_model=Token,
+    responses={**errors.WRONG_LOGIN, **errors.LOCKED_OUT},
+    summary="Log in: OAuth2 password form -> bearer token",
+)
+async def log_in(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    conn: ConnectionDep,
+    tokens: TokensDep,
+    limiter: LoginLimiterDep,
+    passwords: PasswordsDep,
+) -> Token:
     _refuse_if_locked_out(limiter, form.username)
     account = await data.customer_by_username(conn, form.username)
-    await _check_password(passwords, limiter, form.username, account["password_hash"] if account else None,
-                          form.password, "Wrong username or password")
+    await _check_password(
+        passwords,
+        limiter,
+        form.username,
+        account["password_hash"] if account else None,
+        form.password,
+        "Wrong username or password",
+    )
     return Token(access_token=tokens.issue(account["customer_id"]), expires_in=tokens.ttl_seconds)
 
 
@@ -72,24 +95,44 @@ async def _account(conn: psycopg.AsyncConnection, customer_id: uuid.UUID) -> dic
     return account
 
 
-@router.get("/customers/me", tags=["customers"], response_model=Customer, responses=errors.AUTH_ERRORS,
-            summary="Who am I")
+@router.get(
+    "/customers/me", tags=["customers"], response_model=Customer, responses=errors.AUTH_ERRORS, summary="Who am I"
+)
 async def me(customer_id: CurrentCustomer, conn: ConnectionDep) -> Customer:
     account = await _account(conn, customer_id)
     return Customer(customer_id=customer_id, username=account["username"])
 
 
-@router.post("/customers/me/password", tags=["customers"], status_code=status.HTTP_204_NO_CONTENT,
-             response_class=Response,
-             responses={**errors.AUTH_ERRORS, **errors.BAD_BODY, **errors.BAD_NEW_PASSWORD,
-                        **errors.LOCKED_OUT_OF_PASSWORD_CHANGE},
-             summary="Change my password (needs the current one)")
-async def change_password(change: PasswordChange, customer_id: CurrentCustomer, conn: ConnectionDep,
-                          limiter: LoginLimiterDep, passwords: PasswordsDep) -> Response:
+@router.post(
+    "/customers/me/password",
+    tags=["customers"],
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={
+        **errors.AUTH_ERRORS,
+        **errors.BAD_BODY,
+        **errors.BAD_NEW_PASSWORD,
+        **errors.LOCKED_OUT_OF_PASSWORD_CHANGE,
+    },
+    summary="Change my password (needs the current one)",
+)
+async def change_password(
+    change: PasswordChange,
+    customer_id: CurrentCustomer,
+    conn: ConnectionDep,
+    limiter: LoginLimiterDep,
+    passwords: PasswordsDep,
+) -> Response:
     account = await _account(conn, customer_id)
     _refuse_if_locked_out(limiter, account["username"])
-    await _check_password(passwords, limiter, account["username"], account["password_hash"],
-                          change.current_password, "The current password is wrong")
+    await _check_password(
+        passwords,
+        limiter,
+        account["username"],
+        account["password_hash"],
+        change.current_password,
+        "The current password is wrong",
+    )
     new_hash = await passwords.hash(change.new_password)
     await data.update_password_hash(conn, customer_id, new_hash)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

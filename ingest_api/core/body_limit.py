@@ -1,4 +1,5 @@
 """Refusing request bodies over a size limit (413) before reading them, as a pure ASGI middleware."""
+
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,7 +42,15 @@ class BodySizeLimit:
     @staticmethod
     async def _too_large(limit: int, send: Send) -> None:
         body = b'{"detail":"%s"}' % errors.body_too_large(limit).detail.encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,5 @@
 """The connection pool to the warehouse (psycopg 3, async): app.customers, staging.*, marts.*."""
+
 from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool

@@ -4,6 +4,7 @@ Kept in the process's memory: exact with one uvicorn worker (the default, API_WO
 each counts on its own, so a guesser gets at most N times the limit; put the counts in a shared store
 (Postgres, Redis) before running many workers on the internet.
 """
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """Passwords (argon2id) and access tokens (HS256 JWTs whose `sub` is the customer id)."""
+
 from __future__ import annotations
 
 import time
@@ -79,8 +80,7 @@ class TokenCodec:
             del self._verified[token]
             raise InvalidToken("the token has expired")
         try:
-            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
-                                options={"require": ["exp", "sub", "iat"]})
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "iat"]})
             customer_id = uuid.UUID(claims["sub"])
         except jwt.ExpiredSignatureError:
             raise InvalidToken("the token has expired") from None

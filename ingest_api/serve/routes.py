@@ -3,13 +3,14 @@
 What was bought shows here once the loader recorded it (seconds after the 202), spend once dbt counted it.
 Only one's own: another customer's things answer 404, as if they did not exist.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import psycopg
@@ -58,26 +59,41 @@ async def _page(conn: AsyncConnection, customer_id: uuid.UUID, limit: int, curso
     return PurchasePage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/customers/me/purchases", tags=["purchases"], response_model=PurchasePage, responses=READ_ERRORS,
-            summary="My recorded purchases, newest first")
-async def my_purchases(customer_id: CurrentCustomer, conn: ConnectionDep, limit: Limit = 50,
-                       cursor: Cursor = None) -> PurchasePage:
+@router.get(
+    "/customers/me/purchases",
+    tags=["purchases"],
+    response_model=PurchasePage,
+    responses=READ_ERRORS,
+    summary="My recorded purchases, newest first",
+)
+async def my_purchases(
+    customer_id: CurrentCustomer, conn: ConnectionDep, limit: Limit = 50, cursor: Cursor = None
+) -> PurchasePage:
     return await _page(conn, customer_id, limit, cursor)
 
 
-@router.get("/customers/{customer_id:uuid}/purchases", tags=["purchases"], response_model=PurchasePage,
-            responses={**READ_ERRORS, **errors.NOT_YOUR_ACCOUNT},
-            summary="A customer's recorded purchases: only one's own (404 otherwise)")
-async def customer_purchases(customer_id: uuid.UUID, caller: CurrentCustomer, conn: ConnectionDep,
-                             limit: Limit = 50, cursor: Cursor = None) -> PurchasePage:
+@router.get(
+    "/customers/{customer_id:uuid}/purchases",
+    tags=["purchases"],
+    response_model=PurchasePage,
+    responses={**READ_ERRORS, **errors.NOT_YOUR_ACCOUNT},
+    summary="A customer's recorded purchases: only one's own (404 otherwise)",
+)
+async def customer_purchases(
+    customer_id: uuid.UUID, caller: CurrentCustomer, conn: ConnectionDep, limit: Limit = 50, cursor: Cursor = None
+) -> PurchasePage:
     if customer_id != caller:
         raise errors.no_such_customer()
     return await _page(conn, customer_id, limit, cursor)
 
 
-@router.get("/purchases/{event_id:uuid}", tags=["purchases"], response_model=PurchaseDetail,
-            responses={**errors.AUTH_ERRORS, **errors.NOT_YOUR_PURCHASE},
-            summary="One of my purchases: recorded or rejected")
+@router.get(
+    "/purchases/{event_id:uuid}",
+    tags=["purchases"],
+    response_model=PurchaseDetail,
+    responses={**errors.AUTH_ERRORS, **errors.NOT_YOUR_PURCHASE},
+    summary="One of my purchases: recorded or rejected",
+)
 async def purchase(event_id: uuid.UUID, customer_id: CurrentCustomer, conn: ConnectionDep):
     row = await data.recorded_purchase(conn, event_id, customer_id)
     if row is not None:
@@ -88,13 +104,19 @@ async def purchase(event_id: uuid.UUID, customer_id: CurrentCustomer, conn: Conn
     raise errors.no_such_purchase()
 
 
-@router.get("/customers/me/spend", tags=["customers"], response_model=Spend, responses=errors.AUTH_ERRORS,
-            summary="My total spend per currency")
+@router.get(
+    "/customers/me/spend",
+    tags=["customers"],
+    response_model=Spend,
+    responses=errors.AUTH_ERRORS,
+    summary="My total spend per currency",
+)
 async def my_spend(customer_id: CurrentCustomer, conn: ConnectionDep) -> Spend:
     try:
         totals = await data.spend_totals(conn, customer_id)
         as_of = await data.spend_as_of(conn)
     except psycopg.errors.UndefinedTable:  # dbt has not built the mart yet: nothing counted, not an error
         totals, as_of = [], None
-    return Spend(customer_id=customer_id, totals=[SpendTotal(**row) for row in totals],
-                 as_of=as_of or datetime.now(timezone.utc))
+    return Spend(
+        customer_id=customer_id, totals=[SpendTotal(**row) for row in totals], as_of=as_of or datetime.now(UTC)
+    )

@@ -5,6 +5,7 @@ whether or not the loader task that wrote it went on to succeed (its rows are ne
 replays get batches of their own. The gate takes what is unchecked, oldest first, checks exactly those rows
 and, if they pass, stamps the batches `checked_at`: from then on the marts read them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,12 +28,15 @@ class Increment:
     def query(self) -> sql.Composed:
         """Exactly these batches' rows of staging.purchase_events (batch_id is indexed)."""
         return sql.SQL("select * from staging.purchase_events where batch_id = any({}::bigint[])").format(
-            sql.Literal(self.batch_ids))
+            sql.Literal(self.batch_ids)
+        )
 
 
 def unchecked(conn: psycopg.Connection, limit: int = MAX_BATCHES_PER_RUN) -> Increment:
-    rows = conn.execute("select batch_id, loaded from staging.loaded_batches where checked_at is null "
-                        "order by batch_id limit %s", (limit,)).fetchall()
+    rows = conn.execute(
+        "select batch_id, loaded from staging.loaded_batches where checked_at is null order by batch_id limit %s",
+        (limit,),
+    ).fetchall()
     return Increment([batch_id for batch_id, _ in rows], sum(loaded for _, loaded in rows))
 
 
@@ -43,5 +47,8 @@ def any_unchecked(conn: psycopg.Connection) -> bool:
 def mark_passed(conn: psycopg.Connection, increment: Increment) -> None:
     # clock_timestamp, not the transaction's start: the marts pick passed rows by this time, and a later
     # stamp than any a run of the marts has already seen keeps that pick complete.
-    conn.execute("update staging.loaded_batches set checked_at = clock_timestamp() "
-                 "where batch_id = any(%s) and checked_at is null", (increment.batch_ids,))
+    conn.execute(
+        "update staging.loaded_batches set checked_at = clock_timestamp() "
+        "where batch_id = any(%s) and checked_at is null",
+        (increment.batch_ids,),
+    )

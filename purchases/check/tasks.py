@@ -1,4 +1,5 @@
 """What the task of the DAG purchases_quality does (the DAG file only wires it)."""
+
 from __future__ import annotations
 
 from typing import Any

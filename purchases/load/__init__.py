@@ -13,10 +13,22 @@ How a batch is made exactly once (docs/loading.md has the long version):
 A crash anywhere before the commit leaves nothing behind and the offset unchanged, so the next run reads
 the same records again; after the commit everything is there and the offset has moved past it.
 """
+
 from purchases.load.config import LoaderConfig
 from purchases.load.kafka import BrokerUnavailable, LoaderError, LogTruncated, TopicRecreated
 from purchases.load.run import RunResult, load_available, load_partition, rewind
 from purchases.load.staging import PAUSE_BEFORE_COMMIT_ENV, stored_offset
 
-__all__ = ["PAUSE_BEFORE_COMMIT_ENV", "BrokerUnavailable", "LoaderConfig", "LoaderError", "LogTruncated",
-           "RunResult", "TopicRecreated", "load_available", "load_partition", "rewind", "stored_offset"]
+__all__ = [
+    "PAUSE_BEFORE_COMMIT_ENV",
+    "BrokerUnavailable",
+    "LoaderConfig",
+    "LoaderError",
+    "LogTruncated",
+    "RunResult",
+    "TopicRecreated",
+    "load_available",
+    "load_partition",
+    "rewind",
+    "stored_offset",
+]

@@ -1,4 +1,5 @@
 """What one loader run is told: where the broker and the warehouse are, and the bounds of its batches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -6,6 +6,7 @@ takes ~23 s on the embedded broker. The embedded broker's ListOffsets answer (th
 fetch) is wrong (measured: 1 with 1000 records in the partition); the high watermark carried by each fetch
 response is right (1000), so the log end is read from the fetches, never asked for.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,21 +39,26 @@ class TopicRecreated(LoaderError):
 
 
 def consumer_settings(config: LoaderConfig) -> dict[str, Any]:
-    settings = {key: value for key, value in config.kafka_config.items()
-                if not key.startswith("group.") and key not in ("enable.auto.commit", "auto.offset.reset")}
-    settings.update({
-        "bootstrap.servers": config.bootstrap_servers,
-        # assign() only: no group join (slow on tansu), no offsets committed to the broker.
-        "group.id": "purchases-loader-unused",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        # Out of range means the log no longer holds the stored offset: stop rather than skip or re-read.
-        "auto.offset.reset": "error",
-        # Memory stays bounded by the batch caps plus this prefetch queue.
-        "queued.max.messages.kbytes": 16_384,
-        "fetch.wait.max.ms": 100,
-    })
+    settings = {
+        key: value
+        for key, value in config.kafka_config.items()
+        if not key.startswith("group.") and key not in ("enable.auto.commit", "auto.offset.reset")
+    }
+    settings.update(
+        {
+            "bootstrap.servers": config.bootstrap_servers,
+            # assign() only: no group join (slow on tansu), no offsets committed to the broker.
+            "group.id": "purchases-loader-unused",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # Out of range means the log no longer holds the stored offset: stop rather than skip or re-read.
+            "auto.offset.reset": "error",
+            # Memory stays bounded by the batch caps plus this prefetch queue.
+            "queued.max.messages.kbytes": 16_384,
+            "fetch.wait.max.ms": 100,
+        }
+    )
     return settings
 
 
@@ -97,26 +103,37 @@ class PartitionReader:
         except KafkaException as exc:
             raise BrokerUnavailable(
                 f"Kafka broker at {self.config.bootstrap_servers} did not answer within {timeout:.0f} s "
-                f"({exc.args[0]}); is it running? The task is retried.") from None
+                f"({exc.args[0]}); is it running? The task is retried."
+            ) from None
         topic = metadata.topics.get(self.config.topic)
         if topic is None or topic.error is not None:
-            raise LoaderError(f"topic {self.config.topic!r} is not on the broker at "
-                              f"{self.config.bootstrap_servers}: {topic.error if topic else 'missing'}")
+            raise LoaderError(
+                f"topic {self.config.topic!r} is not on the broker at "
+                f"{self.config.bootstrap_servers}: {topic.error if topic else 'missing'}"
+            )
         if self.partition not in topic.partitions:
-            raise LoaderError(f"topic {self.config.topic!r} has no partition {self.partition} "
-                              f"(it has {sorted(topic.partitions)})")
+            raise LoaderError(
+                f"topic {self.config.topic!r} has no partition {self.partition} (it has {sorted(topic.partitions)})"
+            )
 
     def topic_id(self) -> str | None:
         """The topic's id (changes when the topic is recreated); None if the broker does not tell."""
         if self._admin is None:
-            settings = {key: value for key, value in consumer_settings(self.config).items()
-                        if key in ("bootstrap.servers",) or key.startswith(("security.", "sasl.", "ssl."))}
+            settings = {
+                key: value
+                for key, value in consumer_settings(self.config).items()
+                if key in ("bootstrap.servers",) or key.startswith(("security.", "sasl.", "ssl."))
+            }
             self._admin = AdminClient(settings)
         try:
-            description = self._admin.describe_topics(TopicCollection([self.config.topic]))[self.config.topic].result(10)
+            description = self._admin.describe_topics(TopicCollection([self.config.topic]))[self.config.topic].result(
+                10
+            )
         except KafkaException as exc:
-            raise BrokerUnavailable(f"Kafka broker at {self.config.bootstrap_servers} could not describe topic "
-                                    f"{self.config.topic!r} ({exc.args[0]}); the task is retried.") from None
+            raise BrokerUnavailable(
+                f"Kafka broker at {self.config.bootstrap_servers} could not describe topic "
+                f"{self.config.topic!r} ({exc.args[0]}); the task is retried."
+            ) from None
         return str(description.topic_id) if description.topic_id else None
 
     def log_start(self) -> int:
@@ -146,10 +163,14 @@ class PartitionReader:
         size = 0
         eof = False
         last_record_at = started = time.monotonic()
-        while (len(messages) < config.batch_max_events and size < config.batch_max_bytes
-               and time.monotonic() - started < config.batch_max_seconds):
-            got = self._held_back or self.consumer.consume(min(config.batch_max_events - len(messages), 5_000),
-                                                           timeout=0.05)
+        while (
+            len(messages) < config.batch_max_events
+            and size < config.batch_max_bytes
+            and time.monotonic() - started < config.batch_max_seconds
+        ):
+            got = self._held_back or self.consumer.consume(
+                min(config.batch_max_events - len(messages), 5_000), timeout=0.05
+            )
             self._held_back = []
             for index, message in enumerate(got):
                 error = message.error()
@@ -183,7 +204,8 @@ class PartitionReader:
                 f"{self.config.topic}[{self.partition}]: the broker no longer has offset {self.position} "
                 f"({error.str()}). The topic was recreated or truncated. Check what happened, then move the "
                 f"stored offset deliberately: python -m purchases.load rewind --partition {self.partition} "
-                f"--to OFFSET")
+                f"--to OFFSET"
+            )
         if error.fatal():
             raise KafkaException(error)
         log.warning("%s[%d]: broker error, retrying: %s", self.config.topic, self.partition, error.str())
@@ -194,9 +216,9 @@ class PartitionReader:
             last = self._broker_errors[-1].str() if self._broker_errors else "no answer"
             raise BrokerUnavailable(
                 f"Kafka broker at {self.config.bootstrap_servers} unreachable for "
-                f"{now - self._all_down_since:.0f} s ({last}); the task is retried.")
-        if (not got_records and not self._eof_seen
-                and now - self._assigned_at > self.config.stall_check_seconds):
+                f"{now - self._all_down_since:.0f} s ({last}); the task is retried."
+            )
+        if not got_records and not self._eof_seen and now - self._assigned_at > self.config.stall_check_seconds:
             self._check_log_reaches_position()
             self._assigned_at = now  # check again only after another quiet stretch
 
@@ -222,7 +244,8 @@ class PartitionReader:
                 f"broker's log ends at {log_end}. The topic was recreated or truncated (the embedded broker "
                 f"keeps its log in memory and loses it on restart). Check what happened, then move the "
                 f"stored offset deliberately: python -m purchases.load rewind --partition {self.partition} "
-                f"--to {log_end if log_end == 0 else 'OFFSET'}")
+                f"--to {log_end if log_end == 0 else 'OFFSET'}"
+            )
 
     def close(self) -> None:
         self.consumer.close()

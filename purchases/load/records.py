@@ -11,6 +11,7 @@ forms the API writes (`CANONICAL_*` of the contract) and gives up on anything el
 pydantic and `parse_event`, the authoritative verdict. Both build their line with the same `staging_line`,
 so a record gives the same row either way (tests/loader/test_validation.py checks it on generated records).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -27,9 +28,22 @@ from purchases import contract
 from purchases.contract import SCHEMA_VERSION, InvalidEvent, PurchaseEvent
 
 # Columns of staging.purchase_events that a COPY line holds, in its order.
-STAGING_COLUMNS = ("event_id", "customer_id", "product_name", "description", "quantity", "unit_price",
-                   "currency", "purchased_at", "schema_version", "extra", "kafka_topic", "kafka_partition",
-                   "kafka_offset", "batch_id")
+STAGING_COLUMNS = (
+    "event_id",
+    "customer_id",
+    "product_name",
+    "description",
+    "quantity",
+    "unit_price",
+    "currency",
+    "purchased_at",
+    "schema_version",
+    "extra",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "batch_id",
+)
 # A reason is for people: kept to this many characters (a record's own bytes are kept whole beside it).
 MAX_REASON = 2_000
 
@@ -56,10 +70,21 @@ class Rejection:
     customer_id: uuid.UUID | None = None
 
     @classmethod
-    def of(cls, message: Message, reason: str, event_id: uuid.UUID | str | None = None,
-           customer_id: uuid.UUID | str | None = None) -> Rejection:
-        return cls(message.offset(), message.key(), message.value(), storable_reason(reason),
-                   _as_uuid(event_id), _as_uuid(customer_id))
+    def of(
+        cls,
+        message: Message,
+        reason: str,
+        event_id: uuid.UUID | str | None = None,
+        customer_id: uuid.UUID | str | None = None,
+    ) -> Rejection:
+        return cls(
+            message.offset(),
+            message.key(),
+            message.value(),
+            storable_reason(reason),
+            _as_uuid(event_id),
+            _as_uuid(customer_id),
+        )
 
 
 def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
@@ -69,7 +94,7 @@ def _as_uuid(value: uuid.UUID | str | None) -> uuid.UUID | None:
 def storable_reason(reason: str) -> str:
     """A reason Postgres text can hold whatever it quotes: no NUL, no lone surrogate, bounded length."""
     text = reason.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    return text if len(text) <= MAX_REASON else text[:MAX_REASON - 1] + "…"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -92,21 +117,48 @@ def copy_text(value: str | None) -> str:
     return "\\N" if value is None else value.translate(_COPY_ESCAPES)
 
 
-def staging_line(event_id: str, customer_id: str, product_name: str, description: str | None, quantity: int,
-                 unit_price: Decimal, currency: str, purchased_at: datetime, extra_json: str, tail: LineTail,
-                 offset: int) -> str:
+def staging_line(
+    event_id: str,
+    customer_id: str,
+    product_name: str,
+    description: str | None,
+    quantity: int,
+    unit_price: Decimal,
+    currency: str,
+    purchased_at: datetime,
+    extra_json: str,
+    tail: LineTail,
+    offset: int,
+) -> str:
     """The COPY line of a valid event, from values the contract has normalised (UTC time, 2-place price)."""
-    return (f"{event_id}\t{customer_id}\t{copy_text(product_name)}\t{copy_text(description)}\t{quantity}\t"
-            f"{unit_price}\t{currency}\t{purchased_at.isoformat()}\t{SCHEMA_VERSION}\t{copy_text(extra_json)}"
-            f"{tail.text(offset)}")
+    return (
+        f"{event_id}\t{customer_id}\t{copy_text(product_name)}\t{copy_text(description)}\t{quantity}\t"
+        f"{unit_price}\t{currency}\t{purchased_at.isoformat()}\t{SCHEMA_VERSION}\t{copy_text(extra_json)}"
+        f"{tail.text(offset)}"
+    )
 
 
 def row_from_event(event: PurchaseEvent, tail: LineTail, offset: int) -> StagingRow:
     event_id, customer_id = str(event.event_id), str(event.customer_id)
     extra = contract.storable_json(event.model_extra) if event.model_extra else "{}"
-    return StagingRow(event_id, customer_id, offset, staging_line(
-        event_id, customer_id, event.product_name, event.description, event.quantity, event.unit_price,
-        event.currency, event.purchased_at, extra, tail, offset))
+    return StagingRow(
+        event_id,
+        customer_id,
+        offset,
+        staging_line(
+            event_id,
+            customer_id,
+            event.product_name,
+            event.description,
+            event.quantity,
+            event.unit_price,
+            event.currency,
+            event.purchased_at,
+            extra,
+            tail,
+            offset,
+        ),
+    )
 
 
 class _WireEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -132,17 +184,28 @@ def _fast_row(raw: bytes | None, now: datetime, tail: LineTail, offset: int) -> 
         return None
     try:
         wire = _wire_decoder.decode(raw)
-        if (wire.schema_version != SCHEMA_VERSION or type(wire.schema_version) is not int
-                or contract.CANONICAL_UUID.fullmatch(wire.event_id) is None
-                or contract.CANONICAL_UUID.fullmatch(wire.customer_id) is None
-                or contract.CANONICAL_PRICE.fullmatch(wire.unit_price) is None
-                or contract.CANONICAL_TIME.fullmatch(wire.purchased_at) is None):
+        if (
+            wire.schema_version != SCHEMA_VERSION
+            or type(wire.schema_version) is not int
+            or contract.CANONICAL_UUID.fullmatch(wire.event_id) is None
+            or contract.CANONICAL_UUID.fullmatch(wire.customer_id) is None
+            or contract.CANONICAL_PRICE.fullmatch(wire.unit_price) is None
+            or contract.CANONICAL_TIME.fullmatch(wire.purchased_at) is None
+        ):
             return None
         line = staging_line(
-            wire.event_id, wire.customer_id, contract.check_product_name(wire.product_name),
-            contract.check_description(wire.description), contract.check_quantity(wire.quantity),
-            contract.check_unit_price(Decimal(wire.unit_price)), contract.check_currency(wire.currency),
-            contract.check_purchased_at(datetime.fromisoformat(wire.purchased_at), now), "{}", tail, offset)
+            wire.event_id,
+            wire.customer_id,
+            contract.check_product_name(wire.product_name),
+            contract.check_description(wire.description),
+            contract.check_quantity(wire.quantity),
+            contract.check_unit_price(Decimal(wire.unit_price)),
+            contract.check_currency(wire.currency),
+            contract.check_purchased_at(datetime.fromisoformat(wire.purchased_at), now),
+            "{}",
+            tail,
+            offset,
+        )
     except Exception:  # noqa: BLE001 - any doubt at all: the full path gives the verdict and its reason
         return None
     return StagingRow(wire.event_id, wire.customer_id, offset, line)

@@ -11,6 +11,7 @@ rejected rows get `replayed_at`; records that still fail stay as they are.
 
 or trigger the `purchases_replay` DAG with the same parameters (docs/loading.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,14 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int] | None = None,
-           topic: str | None = None, dry_run: bool = False, limit: int = 100_000) -> ReplayResult:
+def replay(
+    dsn: str,
+    reason_contains: str | None = None,
+    rejection_ids: list[int] | None = None,
+    topic: str | None = None,
+    dry_run: bool = False,
+    limit: int = 100_000,
+) -> ReplayResult:
     """Replay the not-yet-replayed rejected records matching every given filter (all of them if none)."""
     where, params = ["replayed_at is null"], []
     if reason_contains:
@@ -76,7 +83,8 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
             f"select rejection_id, raw_value, kafka_topic, kafka_partition, kafka_offset "
             f"from staging.purchase_events_rejected where {' and '.join(where)} "
             f"order by kafka_topic, kafka_partition, kafka_offset limit %s for update skip locked",
-            (*params, limit)).fetchall()
+            (*params, limit),
+        ).fetchall()
         result.examined = len(rows)
         now: datetime = conn.execute("select now()").fetchone()[0]
         result.replayed_at = now.isoformat()
@@ -85,8 +93,12 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
         passing, reasons = [], Counter()
         for rejection_id, raw, topic_name, partition, offset in rows:
             try:
-                row = event_row(bytes(raw) if raw is not None else None, checked_at,
-                                LineTail(topic_name, partition, result.batch_id), offset)
+                row = event_row(
+                    bytes(raw) if raw is not None else None,
+                    checked_at,
+                    LineTail(topic_name, partition, result.batch_id),
+                    offset,
+                )
                 passing.append((rejection_id, row))
             except InvalidEvent as exc:
                 reasons[_reason_kind(exc.reason)] += 1
@@ -98,7 +110,7 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
             reasons[_reason_kind(unknown_customer_reason(item[1].customer_id))] += 1
         outcome = store_events(conn, [[row for _, row in passing]]) if passing else StoreOutcome()
         refused = {id(row) for row, _ in outcome.refused}
-        for row, reason in outcome.refused:
+        for _row, reason in outcome.refused:
             reasons[_reason_kind(reason)] += 1
         replayed = [rejection_id for rejection_id, row in passing if id(row) not in refused]
         result.loaded, result.already_loaded = outcome.loaded, outcome.duplicates
@@ -106,8 +118,10 @@ def replay(dsn: str, reason_contains: str | None = None, rejection_ids: list[int
         result.still_rejected_reasons = dict(reasons)
         if replayed:
             record_batch(conn, result.batch_id, "replay", topic or rows[0][2], None, None, None, outcome, 0)
-            conn.execute("update staging.purchase_events_rejected set replayed_at = %s where rejection_id = any(%s)",
-                         (now, replayed))
+            conn.execute(
+                "update staging.purchase_events_rejected set replayed_at = %s where rejection_id = any(%s)",
+                (now, replayed),
+            )
         if dry_run:
             conn.rollback()
         else:
@@ -122,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m purchases.load.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", default=get_settings().warehouse_dsn)
     parser.add_argument("--reason-contains", help="only rejections whose reason contains this text")
-    parser.add_argument("--rejection-id", type=int, action="append", dest="rejection_ids",
-                        help="only this rejection_id (repeatable)")
+    parser.add_argument(
+        "--rejection-id", type=int, action="append", dest="rejection_ids", help="only this rejection_id (repeatable)"
+    )
     parser.add_argument("--topic", help="only records from this topic")
     parser.add_argument("--dry-run", action="store_true", help="report what would be replayed, change nothing")
     args = parser.parse_args(argv)

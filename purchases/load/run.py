@@ -8,6 +8,7 @@
 It takes plain settings (bootstrap servers, a DSN or a connection factory), so it runs the same inside an
 Airflow task, from the command line and in benchmarks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,25 +58,42 @@ def start_offset(conn: psycopg.Connection, reader: PartitionReader, topic_id: st
     topic, partition = reader.config.topic, reader.partition
     with conn.transaction():
         stored = lock_stored_offset(conn, topic, partition)
-        (stored_id,) = conn.execute("select topic_id from staging.kafka_offsets where kafka_topic = %s "
-                                    "and kafka_partition = %s", (topic, partition)).fetchone()
+        (stored_id,) = conn.execute(
+            "select topic_id from staging.kafka_offsets where kafka_topic = %s and kafka_partition = %s",
+            (topic, partition),
+        ).fetchone()
         if topic_id is None or stored_id == topic_id:
             return stored
         if stored_id is not None:
             new_start = reader.log_start()
-            log.warning("%s[%d]: the topic was recreated (id %s -> %s); its stored next offset %d belongs to the "
-                        "old log, reading the new one from offset %d", topic, partition, stored_id, topic_id,
-                        stored, new_start)
+            log.warning(
+                "%s[%d]: the topic was recreated (id %s -> %s); its stored next offset %d belongs to the "
+                "old log, reading the new one from offset %d",
+                topic,
+                partition,
+                stored_id,
+                topic_id,
+                stored,
+                new_start,
+            )
             stored = new_start
         elif stored > 0:
             # Stored before topic ids were kept (an upgraded warehouse): whose log it points into is unknown.
             new_start = reader.log_start()
-            log.warning("%s[%d]: the stored next offset %d has no topic id, so it may belong to an older log; "
-                        "reading this one from offset %d (events already loaded are skipped as duplicates)",
-                        topic, partition, stored, new_start)
+            log.warning(
+                "%s[%d]: the stored next offset %d has no topic id, so it may belong to an older log; "
+                "reading this one from offset %d (events already loaded are skipped as duplicates)",
+                topic,
+                partition,
+                stored,
+                new_start,
+            )
             stored = new_start
-        conn.execute("update staging.kafka_offsets set topic_id = %s, next_offset = %s, updated_at = now() "
-                     "where kafka_topic = %s and kafka_partition = %s", (topic_id, stored, topic, partition))
+        conn.execute(
+            "update staging.kafka_offsets set topic_id = %s, next_offset = %s, updated_at = now() "
+            "where kafka_topic = %s and kafka_partition = %s",
+            (topic_id, stored, topic, partition),
+        )
         return stored
 
 
@@ -104,9 +122,13 @@ class _LogEndRecorder:
             self.recorded, self.pending, self.at = self.pending, None, time.monotonic()
 
 
-def load_partition(config: LoaderConfig, partition: int,
-                   connection_factory: Callable[[], psycopg.Connection] | None = None,
-                   window_seconds: float | None = None, stop_when_idle: bool = False) -> RunResult:
+def load_partition(
+    config: LoaderConfig,
+    partition: int,
+    connection_factory: Callable[[], psycopg.Connection] | None = None,
+    window_seconds: float | None = None,
+    stop_when_idle: bool = False,
+) -> RunResult:
     """Load micro-batches from one partition for `window_seconds`, committing each. Returns what it did.
 
     `stop_when_idle` ends the run at the first EOF with nothing new (tests, benchmarks, catch-up).
@@ -139,12 +161,18 @@ def load_partition(config: LoaderConfig, partition: int,
                 continue
             if topic_id is not None and reader.topic_id() != topic_id:
                 # Checked after reading: a record from a recreated topic is never stored at an old offset.
-                raise TopicRecreated(f"{config.topic} was recreated while partition {partition} was being loaded; "
-                                     f"the next run reads the new topic from its start")
+                raise TopicRecreated(
+                    f"{config.topic} was recreated while partition {partition} was being loaded; "
+                    f"the next run reads the new topic from its start"
+                )
             batch = write_batch(conn, config.topic, partition, result.next_offset, read.messages, lookup, topic_id)
             if batch.stale:
-                log.warning("%s[%d]: stored offset moved to %d by another loader; re-reading from there",
-                            config.topic, partition, batch.next_offset)
+                log.warning(
+                    "%s[%d]: stored offset moved to %d by another loader; re-reading from there",
+                    config.topic,
+                    partition,
+                    batch.next_offset,
+                )
                 reader.seek(batch.next_offset)
                 result.next_offset = batch.next_offset
                 continue
@@ -153,9 +181,17 @@ def load_partition(config: LoaderConfig, partition: int,
             result.duplicates += batch.duplicates
             result.rejected += batch.rejected
             result.next_offset = batch.next_offset
-            log.info("%s[%d] offsets %d..%d (batch %d): %d loaded, %d duplicate, %d rejected", config.topic,
-                     partition, batch.start_offset, batch.next_offset - 1, batch.batch_id, batch.loaded,
-                     batch.duplicates, batch.rejected)
+            log.info(
+                "%s[%d] offsets %d..%d (batch %d): %d loaded, %d duplicate, %d rejected",
+                config.topic,
+                partition,
+                batch.start_offset,
+                batch.next_offset - 1,
+                batch.batch_id,
+                batch.loaded,
+                batch.duplicates,
+                batch.rejected,
+            )
             if read.eof and stop_when_idle:
                 break
         log_ends.flush()
@@ -167,15 +203,18 @@ def load_partition(config: LoaderConfig, partition: int,
         lookup.close()
 
 
-def load_available(bootstrap_servers: str, dsn: str, topic: str | None = None,
-                   window_seconds: float = 600) -> list[RunResult]:
+def load_available(
+    bootstrap_servers: str, dsn: str, topic: str | None = None, window_seconds: float = 600
+) -> list[RunResult]:
     """One-shot: load what the broker holds now from every partition of the topic, then return."""
     from purchases.broker import partitions_of
     from purchases.settings import Settings
 
     config = LoaderConfig(bootstrap_servers, dsn, topic or Settings().purchases_topic)
-    return [load_partition(config, partition, window_seconds=window_seconds, stop_when_idle=True)
-            for partition in partitions_of(bootstrap_servers, config.topic)]
+    return [
+        load_partition(config, partition, window_seconds=window_seconds, stop_when_idle=True)
+        for partition in partitions_of(bootstrap_servers, config.topic)
+    ]
 
 
 def rewind(dsn: str, topic: str, partition: int, offset: int) -> int:
@@ -190,8 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     from purchases.settings import get_settings
 
     settings = get_settings()
-    parser = argparse.ArgumentParser(prog="python -m purchases.load",
-                                     description="Load purchase events from Kafka into staging, exactly once.")
+    parser = argparse.ArgumentParser(
+        prog="python -m purchases.load", description="Load purchase events from Kafka into staging, exactly once."
+    )
     parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers)
     parser.add_argument("--dsn", default=settings.warehouse_dsn)
     parser.add_argument("--topic", default=settings.purchases_topic)
@@ -211,8 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "load":
         config = LoaderConfig(args.bootstrap_servers, args.dsn, args.topic, batch_max_events=args.batch_max_events)
         try:
-            result = load_partition(config, args.partition, window_seconds=args.window,
-                                    stop_when_idle=args.until_idle)
+            result = load_partition(config, args.partition, window_seconds=args.window, stop_when_idle=args.until_idle)
         except LoaderError as exc:
             sys.exit(f"loader: {exc}")
         print(json.dumps(result.as_dict()))

@@ -13,6 +13,7 @@ Postgres refuses are alone. Those are rejected with Postgres' own message; the r
 `on conflict (event_id) do nothing`. Errors of any other kind (connection, permission, missing table) are
 faults of the infrastructure: they fail the batch, and so the task, which is retried.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,17 @@ PAUSE_BEFORE_COMMIT_ENV = "PURCHASES_LOADER_PAUSE_BEFORE_COMMIT"
 
 # Records validated and sent to COPY at a time: Postgres stores one chunk while the next is validated.
 CHUNK = 2_000
-REJECTED_COLUMNS = ("event_id", "customer_id", "reason", "raw_key", "raw_value", "kafka_topic",
-                    "kafka_partition", "kafka_offset", "batch_id")
+REJECTED_COLUMNS = (
+    "event_id",
+    "customer_id",
+    "reason",
+    "raw_key",
+    "raw_value",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+    "batch_id",
+)
 REJECTED_COPY_TYPES = ("uuid", "uuid", "text", "bytea", "bytea", "text", "int4", "int8", "int8")
 # SQLSTATE classes of errors caused by what a row holds: data exception, integrity constraint violation,
 # program limit exceeded. Any other class is the infrastructure's (and is not the record's fault).
@@ -77,29 +87,42 @@ def is_data_error(exc: BaseException) -> bool:
 
 def lock_stored_offset(conn: psycopg.Connection, topic: str, partition: int) -> int:
     """The partition's stored next offset, its row locked until the transaction ends."""
-    conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
-                 "values (%s, %s, 0) on conflict do nothing", (topic, partition))
-    row = conn.execute("select next_offset from staging.kafka_offsets "
-                       "where kafka_topic = %s and kafka_partition = %s for update", (topic, partition)).fetchone()
+    conn.execute(
+        "insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
+        "values (%s, %s, 0) on conflict do nothing",
+        (topic, partition),
+    )
+    row = conn.execute(
+        "select next_offset from staging.kafka_offsets where kafka_topic = %s and kafka_partition = %s for update",
+        (topic, partition),
+    ).fetchone()
     return row[0]
 
 
 def stored_offset(conn: psycopg.Connection, topic: str, partition: int) -> int:
-    row = conn.execute("select next_offset from staging.kafka_offsets where kafka_topic = %s "
-                       "and kafka_partition = %s", (topic, partition)).fetchone()
+    row = conn.execute(
+        "select next_offset from staging.kafka_offsets where kafka_topic = %s and kafka_partition = %s",
+        (topic, partition),
+    ).fetchone()
     return row[0] if row else 0
 
 
 def set_stored_offset(conn: psycopg.Connection, topic: str, partition: int, next_offset: int) -> None:
-    conn.execute("update staging.kafka_offsets set next_offset = %s, updated_at = now() "
-                 "where kafka_topic = %s and kafka_partition = %s", (next_offset, topic, partition))
+    conn.execute(
+        "update staging.kafka_offsets set next_offset = %s, updated_at = now() "
+        "where kafka_topic = %s and kafka_partition = %s",
+        (next_offset, topic, partition),
+    )
 
 
 def record_log_end(conn: psycopg.Connection, topic: str, partition: int, log_end: int) -> None:
     """What the loader saw of the partition's log: with the stored offset, its lag (marts.partition_lag)."""
-    conn.execute("insert into staging.kafka_log_ends (kafka_topic, kafka_partition, log_end_offset) "
-                 "values (%s, %s, %s) on conflict (kafka_topic, kafka_partition) do update "
-                 "set log_end_offset = excluded.log_end_offset, seen_at = now()", (topic, partition, log_end))
+    conn.execute(
+        "insert into staging.kafka_log_ends (kafka_topic, kafka_partition, log_end_offset) "
+        "values (%s, %s, %s) on conflict (kafka_topic, kafka_partition) do update "
+        "set log_end_offset = excluded.log_end_offset, seen_at = now()",
+        (topic, partition, log_end),
+    )
 
 
 def known_customers(conn: psycopg.Connection, customer_ids: Iterable[str]) -> set[str]:
@@ -107,8 +130,7 @@ def known_customers(conn: psycopg.Connection, customer_ids: Iterable[str]) -> se
     wanted = list(set(customer_ids))
     if not wanted:
         return set()
-    rows = conn.execute("select customer_id::text from app.customers where customer_id = any(%s::uuid[])",
-                        (wanted,))
+    rows = conn.execute("select customer_id::text from app.customers where customer_id = any(%s::uuid[])", (wanted,))
     return {row[0] for row in rows}
 
 
@@ -120,15 +142,35 @@ def new_batch_id(conn: psycopg.Connection) -> int:
     return conn.execute("select nextval(%s)", (BATCH_ID_SEQUENCE,)).fetchone()[0]
 
 
-def record_batch(conn: psycopg.Connection, batch_id: int, kind: str, topic: str, partition: int | None,
-                 start_offset: int | None, next_offset: int | None, outcome: StoreOutcome, rejected: int,
-                 topic_id: str | None = None) -> None:
+def record_batch(
+    conn: psycopg.Connection,
+    batch_id: int,
+    kind: str,
+    topic: str,
+    partition: int | None,
+    start_offset: int | None,
+    next_offset: int | None,
+    outcome: StoreOutcome,
+    rejected: int,
+    topic_id: str | None = None,
+) -> None:
     """The batch, for the quality gate (which picks every batch it has not passed yet: checked_at null)."""
     conn.execute(
         "insert into staging.loaded_batches (batch_id, kind, kafka_topic, kafka_topic_id, kafka_partition, "
         "start_offset, next_offset, loaded, duplicates, rejected) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (batch_id, kind, topic, topic_id, partition, start_offset, next_offset, outcome.loaded,
-         outcome.duplicates, rejected))
+        (
+            batch_id,
+            kind,
+            topic,
+            topic_id,
+            partition,
+            start_offset,
+            next_offset,
+            outcome.loaded,
+            outcome.duplicates,
+            rejected,
+        ),
+    )
 
 
 def _copy_lines(conn: psycopg.Connection, table: str, row_chunks: Iterable[Sequence[StagingRow]]) -> None:
@@ -190,29 +232,34 @@ def store_events(conn: psycopg.Connection, row_chunks: Iterable[Sequence[Staging
         log.info("batch refused as a whole (%s); storing it row by row where needed", _postgres_reason(exc))
     for _ in stream:  # the error can come before every chunk was produced
         pass
-    conn.execute("create temp table if not exists purchase_events_batch "
-                 "(like staging.purchase_events including defaults) on commit delete rows")
+    conn.execute(
+        "create temp table if not exists purchase_events_batch "
+        "(like staging.purchase_events including defaults) on commit delete rows"
+    )
     refused = _copy_isolating(conn, "purchase_events_batch", sent)
     # Within the batch, the first record (lowest offset) wins too.
     cursor = conn.execute(f"""
-        insert into staging.purchase_events ({', '.join(STAGING_COLUMNS)})
-        select distinct on (event_id) {', '.join(STAGING_COLUMNS)}
+        insert into staging.purchase_events ({", ".join(STAGING_COLUMNS)})
+        select distinct on (event_id) {", ".join(STAGING_COLUMNS)}
           from purchase_events_batch order by event_id, kafka_offset
         on conflict (event_id) do nothing""")
     conn.execute("truncate purchase_events_batch")
-    return StoreOutcome(loaded=cursor.rowcount, duplicates=len(sent) - len(refused) - cursor.rowcount,
-                        refused=refused)
+    return StoreOutcome(loaded=cursor.rowcount, duplicates=len(sent) - len(refused) - cursor.rowcount, refused=refused)
 
 
-def store_rejections(conn: psycopg.Connection, topic: str, partition: int, batch_id: int,
-                     rejections: Sequence[Rejection]) -> None:
+def store_rejections(
+    conn: psycopg.Connection, topic: str, partition: int, batch_id: int, rejections: Sequence[Rejection]
+) -> None:
     """Binary COPY: every value is storable by construction (bytes as bytea, reasons cleaned of NUL and lone
     surrogates by Rejection.of, ids parsed)."""
-    rows = [(r.event_id, r.customer_id, r.reason, r.key, r.value, topic, partition, r.offset, batch_id)
-            for r in sorted(rejections, key=lambda r: r.offset)]
+    rows = [
+        (r.event_id, r.customer_id, r.reason, r.key, r.value, topic, partition, r.offset, batch_id)
+        for r in sorted(rejections, key=lambda r: r.offset)
+    ]
     with conn.cursor() as cursor:
-        with cursor.copy(f"copy staging.purchase_events_rejected ({', '.join(REJECTED_COLUMNS)}) "
-                         f"from stdin (format binary)") as copy:
+        with cursor.copy(
+            f"copy staging.purchase_events_rejected ({', '.join(REJECTED_COLUMNS)}) from stdin (format binary)"
+        ) as copy:
             copy.set_types(list(REJECTED_COPY_TYPES))
             for row in rows:
                 copy.write_row(row)
@@ -224,14 +271,22 @@ def _pause_before_commit_for_tests(batch: BatchResult) -> None:
         return
     with open(marker, "w") as f:
         json.dump(asdict(batch), f)
-    log.warning("test hook %s: batch written, waiting before COMMIT until %s is removed",
-                PAUSE_BEFORE_COMMIT_ENV, marker)
+    log.warning(
+        "test hook %s: batch written, waiting before COMMIT until %s is removed", PAUSE_BEFORE_COMMIT_ENV, marker
+    )
     while os.path.exists(marker):
         time.sleep(0.05)
 
 
-def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offset: int,
-                messages: Sequence[Message], lookup: psycopg.Connection, topic_id: str | None = None) -> BatchResult:
+def write_batch(
+    conn: psycopg.Connection,
+    topic: str,
+    partition: int,
+    start_offset: int,
+    messages: Sequence[Message],
+    lookup: psycopg.Connection,
+    topic_id: str | None = None,
+) -> BatchResult:
     """One transaction: check the stored offset, COPY valid events, keep rejected ones, move the offset.
 
     `lookup` is a second connection for customer look-ups, which cannot share `conn` while its COPY
@@ -253,7 +308,7 @@ def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offs
 
         def valid_row_chunks() -> Iterator[list[StagingRow]]:
             for start in range(0, len(messages), CHUNK):
-                chunk = messages[start:start + CHUNK]
+                chunk = messages[start : start + CHUNK]
                 records = sort_records(chunk, now, tail)
                 rejections.extend(records.rejections)
                 customers = {row.customer_id for row in records.rows}
@@ -261,20 +316,38 @@ def write_batch(conn: psycopg.Connection, topic: str, partition: int, start_offs
                 if not customers <= known:
                     by_offset = {message.offset(): message for message in chunk}
                     rejections.extend(
-                        Rejection.of(by_offset[row.offset], unknown_customer_reason(row.customer_id), row.event_id,
-                                     row.customer_id)
-                        for row in records.rows if row.customer_id not in known)
+                        Rejection.of(
+                            by_offset[row.offset],
+                            unknown_customer_reason(row.customer_id),
+                            row.event_id,
+                            row.customer_id,
+                        )
+                        for row in records.rows
+                        if row.customer_id not in known
+                    )
                 yield [row for row in records.rows if row.customer_id in known]
 
         outcome = store_events(conn, valid_row_chunks())
         if outcome.refused:
             by_offset = {message.offset(): message for message in messages}
-            rejections.extend(Rejection.of(by_offset[row.offset], reason, row.event_id, row.customer_id)
-                              for row, reason in outcome.refused)
+            rejections.extend(
+                Rejection.of(by_offset[row.offset], reason, row.event_id, row.customer_id)
+                for row, reason in outcome.refused
+            )
         if rejections:
             store_rejections(conn, topic, partition, result.batch_id, rejections)
-        record_batch(conn, result.batch_id, "load", topic, partition, start_offset, next_offset, outcome,
-                     len(rejections), topic_id)
+        record_batch(
+            conn,
+            result.batch_id,
+            "load",
+            topic,
+            partition,
+            start_offset,
+            next_offset,
+            outcome,
+            len(rejections),
+            topic_id,
+        )
         set_stored_offset(conn, topic, partition, next_offset)
         result.loaded, result.duplicates, result.rejected = outcome.loaded, outcome.duplicates, len(rejections)
         _pause_before_commit_for_tests(result)

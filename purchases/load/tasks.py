@@ -2,6 +2,7 @@
 
 Everything heavy is imported inside the functions, so that parsing the DAG files stays fast.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,10 @@ def topic_partitions() -> list[int]:
     try:
         partitions = partitions_of(bootstrap, topic)
     except KafkaException as exc:
-        raise BrokerUnavailable(f"cannot read the partitions of topic {topic!r} from the Kafka broker at "
-                                f"{bootstrap}: {exc.args[0]}. Is the broker running? The task is retried.") from None
+        raise BrokerUnavailable(
+            f"cannot read the partitions of topic {topic!r} from the Kafka broker at "
+            f"{bootstrap}: {exc.args[0]}. Is the broker running? The task is retried."
+        ) from None
     except KeyError:
         raise BrokerUnavailable(f"topic {topic!r} does not exist on the Kafka broker at {bootstrap}") from None
     log.info("topic %s has partitions %s", topic, partitions)
@@ -38,14 +41,21 @@ def load_partition(partition: int, window_seconds: float, batch_max_events: int)
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from purchases.connections import WAREHOUSE_CONN_ID
-    from purchases.load import LoaderConfig, load_partition as load
+    from purchases.load import LoaderConfig
+    from purchases.load import load_partition as load
     from purchases.settings import Settings
 
     settings = Settings()  # read at the task's start: a test points the topic elsewhere
     client = kafka_settings()
-    config = LoaderConfig(bootstrap_servers=client.pop("bootstrap.servers"), dsn=warehouse_dsn(),
-                          topic=settings.purchases_topic, kafka_config=client, window_seconds=float(window_seconds),
-                          batch_max_events=int(batch_max_events), batch_max_bytes=settings.loader_batch_max_bytes)
+    config = LoaderConfig(
+        bootstrap_servers=client.pop("bootstrap.servers"),
+        dsn=warehouse_dsn(),
+        topic=settings.purchases_topic,
+        kafka_config=client,
+        window_seconds=float(window_seconds),
+        batch_max_events=int(batch_max_events),
+        batch_max_bytes=settings.loader_batch_max_bytes,
+    )
     result = load(config, partition, connection_factory=PostgresHook(postgres_conn_id=WAREHOUSE_CONN_ID).get_conn)
     log.info("partition %d: %s", partition, result.as_dict())
     return result.as_dict()
@@ -62,8 +72,11 @@ def announce(results: Iterable[Mapping[str, Any] | None], outlet_events, asset) 
     from purchases.check.batches import any_unchecked
 
     done = [dict(r) for r in results if r]
-    summary = {"loaded": sum(r.get("loaded", 0) for r in done), "rejected": sum(r.get("rejected", 0) for r in done),
-               "partitions": {r["partition"]: r["next_offset"] for r in done}}
+    summary = {
+        "loaded": sum(r.get("loaded", 0) for r in done),
+        "rejected": sum(r.get("rejected", 0) for r in done),
+        "partitions": {r["partition"]: r["next_offset"] for r in done},
+    }
     with psycopg.connect(warehouse_dsn(), autocommit=True) as conn:
         waiting = any_unchecked(conn)
     if not waiting:
@@ -72,15 +85,17 @@ def announce(results: Iterable[Mapping[str, Any] | None], outlet_events, asset) 
     return summary
 
 
-def replay(reason_contains: str | None, rejection_ids: list[int] | None, dry_run: bool, outlet_events,
-           asset) -> dict[str, Any]:
+def replay(
+    reason_contains: str | None, rejection_ids: list[int] | None, dry_run: bool, outlet_events, asset
+) -> dict[str, Any]:
     """Re-drive rejected records; a replay that loaded rows tells the quality gate (they wait for it)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     from purchases.load.replay import replay as run_replay
 
-    result = run_replay(warehouse_dsn(), reason_contains=reason_contains or None,
-                        rejection_ids=rejection_ids or None, dry_run=dry_run)
+    result = run_replay(
+        warehouse_dsn(), reason_contains=reason_contains or None, rejection_ids=rejection_ids or None, dry_run=dry_run
+    )
     log.info("replay: %s", result.as_dict())
     if dry_run or result.loaded == 0:
         raise AirflowSkipException(f"nothing new loaded: {result.as_dict()}")

@@ -3,6 +3,7 @@
 Plain SQL migrations (no ORM models): `purchases.warehouse.upgrade(dsn)` runs them, as do `make up`, the
 Docker stack's warehouse-init and the tests; `alembic upgrade head` (alembic.ini) works too.
 """
+
 from __future__ import annotations
 
 from alembic import context

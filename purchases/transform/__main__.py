@@ -3,6 +3,7 @@
 `parse` writes the manifest Cosmos renders the DAG from (run before the DAG processor starts: `make up`, the
 Airflow image's build); `docs` regenerates the dbt docs page; `build` runs `dbt build` once.
 """
+
 import argparse
 import sys
 
@@ -11,7 +12,7 @@ from purchases.transform.project import parse_project, run_dbt
 
 parser = argparse.ArgumentParser(prog="python -m purchases.transform", description=__doc__.split("\n\n")[0])
 parser.add_argument("command", choices=["parse", "docs", "build"])
-parser.add_argument("dbt_args", nargs="*", help="extra arguments for `build`")
+parser.add_argument("dbt_args", nargs=argparse.REMAINDER, help="extra arguments for `build`, e.g. --vars '{...}'")
 args = parser.parse_args()
 if args.command == "parse":
     print(parse_project())

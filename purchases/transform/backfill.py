@@ -1,20 +1,22 @@
 """Backfill windows: the UTC days a scheduled, manual or backfill run of the transform DAG rebuilds."""
+
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 
 def _utc_day(moment: datetime, *, round_up: bool) -> date:
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     day = moment.date()
     if round_up and moment.time() != time(0):
         day += timedelta(days=1)
     return day
 
 
-def backfill_window(run_type: Any, data_interval_start: datetime | None,
-                    data_interval_end: datetime | None) -> dict[str, str]:
+def backfill_window(
+    run_type: Any, data_interval_start: datetime | None, data_interval_end: datetime | None
+) -> dict[str, str]:
     """dbt vars for a DAG run: the UTC days its data interval covers, or none for an asset-triggered run.
 
     Scheduled, manual and backfill runs rebuild exactly the days of their data interval (a daily run

@@ -1,5 +1,6 @@
 """How the transform DAG runs dbt through Cosmos: one `dbt build` (watcher mode), a task per model and its
 tests that reports on it, and a last task that makes the run's state honest."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,60 +19,80 @@ def cosmos_task_group_args() -> dict[str, Any]:
     spent 10-20 s per task starting dbt on two cores: a run took 3-4 minutes instead of ~20 s.
     Unit tests check the SQL, not the data: `make test` runs them, scheduled runs leave them out.
     """
-    from cosmos import (ExecutionConfig, ExecutionMode, InvocationMode, LoadMode, ProfileConfig,
-                        ProjectConfig, RenderConfig, SourceRenderingBehavior, TestBehavior)
+    from cosmos import (
+        ExecutionConfig,
+        ExecutionMode,
+        InvocationMode,
+        LoadMode,
+        ProfileConfig,
+        ProjectConfig,
+        RenderConfig,
+        SourceRenderingBehavior,
+        TestBehavior,
+    )
 
     manifest = manifest_path()
     if not manifest.exists():
-        raise FileNotFoundError(f"no dbt manifest at {manifest}: run `python -m purchases.transform parse` "
-                                f"(`make up` does; so does the Airflow image's build)")
+        raise FileNotFoundError(
+            f"no dbt manifest at {manifest}: run `python -m purchases.transform parse` "
+            f"(`make up` does; so does the Airflow image's build)"
+        )
     window = "dbt_backfill_window(dag_run.run_type, data_interval_start, data_interval_end)"
     return {
-        "project_config": ProjectConfig(dbt_project_path=project_dir(), manifest_path=manifest,
-                                        install_dbt_deps=False,
-                                        env_vars={"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}),
-        "profile_config": ProfileConfig(profile_name="purchases", target_name="warehouse",
-                                        profiles_yml_filepath=profiles_dir() / "profiles.yml"),
-        "execution_config": ExecutionConfig(execution_mode=ExecutionMode.WATCHER,
-                                            invocation_mode=InvocationMode.DBT_RUNNER,
-                                            dbt_executable_path=str(dbt_executable()),
-                                            # Arguments of the `dbt build` task (the producer) only.
-                                            setup_operator_args={
-                                                # No Airflow retry: Cosmos never builds on a second try,
-                                                # it skips ("Dbt WATCHER producer task does not support
-                                                # Airflow retries"). With the DAG's `retries: 1` a failed
-                                                # build ended *skipped* 30 s later, a skip fails nothing
-                                                # downstream of it, and a failed run showed green. Without
-                                                # one, the build task stays failed and so does the run
-                                                # (end_with_the_run_status). The retries that remain, and
-                                                # why: dags/purchases_transform.py.
-                                                "retries": 0,
-                                                "freshness_callback": report_stale_sources_without_pruning,
-                                            }),
-        "render_config": RenderConfig(load_method=LoadMode.DBT_MANIFEST,
-                                      # The build runs each model's data tests right after it (a failure stops
-                                      # what depends on the model); a task per model's tests shows the result.
-                                      test_behavior=TestBehavior.AFTER_EACH,
-                                      enable_mock_profile=False,
-                                      # Tests reading several models (relationships, reconciliations) get a
-                                      # task of their own after all of them, not inside the first one's.
-                                      should_detach_multiple_parents_tests=True,
-                                      # `dbt source freshness` of the loader's table before the models; its
-                                      # task shows the result, the build leaves nothing out for it (see
-                                      # report_stale_sources_without_pruning).
-                                      source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS),
+        "project_config": ProjectConfig(
+            dbt_project_path=project_dir(),
+            manifest_path=manifest,
+            install_dbt_deps=False,
+            env_vars={"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"},
+        ),
+        "profile_config": ProfileConfig(
+            profile_name="purchases", target_name="warehouse", profiles_yml_filepath=profiles_dir() / "profiles.yml"
+        ),
+        "execution_config": ExecutionConfig(
+            execution_mode=ExecutionMode.WATCHER,
+            invocation_mode=InvocationMode.DBT_RUNNER,
+            dbt_executable_path=str(dbt_executable()),
+            # Arguments of the `dbt build` task (the producer) only.
+            setup_operator_args={
+                # No Airflow retry: Cosmos never builds on a second try,
+                # it skips ("Dbt WATCHER producer task does not support
+                # Airflow retries"). With the DAG's `retries: 1` a failed
+                # build ended *skipped* 30 s later, a skip fails nothing
+                # downstream of it, and a failed run showed green. Without
+                # one, the build task stays failed and so does the run
+                # (end_with_the_run_status). The retries that remain, and
+                # why: dags/purchases_transform.py.
+                "retries": 0,
+                "freshness_callback": report_stale_sources_without_pruning,
+            },
+        ),
+        "render_config": RenderConfig(
+            load_method=LoadMode.DBT_MANIFEST,
+            # The build runs each model's data tests right after it (a failure stops
+            # what depends on the model); a task per model's tests shows the result.
+            test_behavior=TestBehavior.AFTER_EACH,
+            enable_mock_profile=False,
+            # Tests reading several models (relationships, reconciliations) get a
+            # task of their own after all of them, not inside the first one's.
+            should_detach_multiple_parents_tests=True,
+            # `dbt source freshness` of the loader's table before the models; its
+            # task shows the result, the build leaves nothing out for it (see
+            # report_stale_sources_without_pruning).
+            source_rendering_behavior=SourceRenderingBehavior.WITH_TESTS_OR_FRESHNESS,
+        ),
         "operator_args": {
             # The model tasks poll the build's progress from the triggerer; 2 s instead of the default 10 s
             # lets the run end, and the next one start, soon after the build does.
             "poke_interval": 2,
             # Templated per run: the backfill window of this run's data interval (empty when asset-triggered).
-            "vars": {"start_date": "{{ %s['start_date'] }}" % window, "end_date": "{{ %s['end_date'] }}" % window},
+            "vars": {"start_date": f"{{{{ {window}['start_date'] }}}}", "end_date": f"{{{{ {window}['end_date'] }}}}"},
         },
     }
 
 
-def report_stale_sources_without_pruning(context: Any, dag: Any, task_group: Any, nodes: Any,
-                                         sources_json: Any) -> list[tuple[str, str]]:
+def report_stale_sources_without_pruning(
+    context: Any, dag: Any, task_group: Any, nodes: Any, sources_json: Any
+) -> list[tuple[str, str]]:
     """Cosmos' `freshness_callback` for the build task: a stale source is reported, nothing is left out.
 
     The build task runs `dbt source freshness` first and pushes each source's result; the source's task
@@ -112,9 +133,12 @@ def end_with_the_run_status(group: Any, *others: Any) -> Any:
     from airflow.providers.standard.operators.empty import EmptyOperator
     from airflow.task.trigger_rule import TriggerRule
 
-    status = EmptyOperator(task_id=RUN_STATUS_TASK_ID, trigger_rule=TriggerRule.NONE_FAILED,
-                           doc_md="Failed (upstream_failed) when any task of the run failed, the `dbt build` "
-                                  "task included; skipped tasks do not count.")
+    status = EmptyOperator(
+        task_id=RUN_STATUS_TASK_ID,
+        trigger_rule=TriggerRule.NONE_FAILED,
+        doc_md="Failed (upstream_failed) when any task of the run failed, the `dbt build` "
+        "task included; skipped tasks do not count.",
+    )
     for task in [*group.iter_tasks(), *others]:
         task >> status
     return status

@@ -1,4 +1,5 @@
 """The dbt docs page the Airflow UI shows (plugins/dbt_docs_plugin.py), and when it is regenerated."""
+
 from __future__ import annotations
 
 import tempfile

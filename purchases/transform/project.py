@@ -3,6 +3,7 @@
 The paths are settings (purchases.settings: DBT_PROJECT_DIR, DBT_PROFILES_DIR, DBT_MANIFEST_PATH,
 DBT_DOCS_DIR), read when asked, so a test or a benchmark that points them elsewhere is followed.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,26 +43,28 @@ def dbt_executable() -> Path:
 def replace_atomically(source: Path, destination: Path) -> None:
     """Readers (the DAG processor, the api-server) see the old file or the new one, never half of one."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.",
-                                     delete=False) as partial:
+    with tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.", delete=False) as partial:
         with open(source, "rb") as complete:
             shutil.copyfileobj(complete, partial)
     os.chmod(partial.name, 0o644)
     os.replace(partial.name, destination)
 
 
-def run_dbt(*args: str, target_path: Path | None = None, check: bool = True,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_dbt(
+    *args: str, target_path: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Runs the dbt CLI on the project; raises with dbt's own output when it fails."""
-    command = [str(dbt_executable()), *args, "--project-dir", str(project_dir()),
-               "--profiles-dir", str(profiles_dir())]
+    command = [str(dbt_executable()), *args, "--project-dir", str(project_dir()), "--profiles-dir", str(profiles_dir())]
     if target_path is not None:
         command += ["--target-path", str(target_path)]
-    result = subprocess.run(command, cwd=project_dir(), env={**os.environ, **(env or {})},
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        command, cwd=project_dir(), env={**os.environ, **(env or {})}, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
-        raise RuntimeError(f"`dbt {' '.join(args)}` failed (exit {result.returncode}):\n"
-                           f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"`dbt {' '.join(args)}` failed (exit {result.returncode}):\n"
+            f"{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+        )
     return result
 
 

@@ -2,16 +2,14 @@
 
 Recording (Kafka -> staging) is done by the real loader, run once over the API tests' topic.
 """
+
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 
-import httpx
-import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from support import ApiServer, free_port, wait_for  # noqa: F401 - the tests import free_port from here
+from support import ApiServer, Customer, free_port, sign_up, wait_for  # noqa: F401 - the API tests import them here
 
 API_TOPIC = "purchases_api_tests"
 API_PARTITIONS = 3
@@ -20,8 +18,11 @@ API_PARTITIONS = 3
 def ensure_api_topic(bootstrap: str) -> None:
     from purchases.broker import ensure_topic
 
-    wait_for(lambda: ensure_topic(bootstrap, API_TOPIC, API_PARTITIONS, timeout=5) == API_PARTITIONS, 30,
-              f"topic {API_TOPIC}")
+    wait_for(
+        lambda: ensure_topic(bootstrap, API_TOPIC, API_PARTITIONS, timeout=5) == API_PARTITIONS,
+        30,
+        f"topic {API_TOPIC}",
+    )
 
 
 class Api(ApiServer):
@@ -32,31 +33,18 @@ class Api(ApiServer):
         self.bootstrap = bootstrap
 
 
-@dataclass
-class Customer:
-    id: str
-    username: str
-    password: str
-    token: str
-    headers: dict = field(default_factory=dict)
-
-
-def sign_up(client: httpx.Client, name: str = "c") -> Customer:
-    username, password = f"{name}_{uuid.uuid4().hex[:10]}", f"pw-{uuid.uuid4().hex}"
-    created = client.post("/customers", json={"username": username, "password": password})
-    assert created.status_code == 201, created.text
-    token = client.post("/auth/token", data={"username": username, "password": password})
-    assert token.status_code == 200, token.text
-    access = token.json()["access_token"]
-    return Customer(created.json()["customer_id"], username, password, access, {"Authorization": f"Bearer {access}"})
-
-
 def read_topic(bootstrap: str, topic: str = API_TOPIC, timeout: float = 30) -> list:
     """Every record on `topic`, read from the beginning until each partition signals its end."""
     from purchases.broker import partitions_of
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"api-tests-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"api-tests-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         partitions = partitions_of(bootstrap, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])

@@ -1,5 +1,6 @@
 """Fixtures of the ingest API tests: the real API (uvicorn) on the session's broker, with a database and a
 topic of its own, so that what these tests buy never shows up in the other suites' counts."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import secrets
 
 import httpx
 import pytest
-from api_support import API_TOPIC, Api, Customer, record_purchases, ensure_api_topic, free_port, sign_up
+from api_support import API_TOPIC, Api, Customer, ensure_api_topic, free_port, record_purchases, sign_up
 from psycopg.conninfo import make_conninfo
 
 
@@ -25,8 +26,7 @@ def api_dsn():
 @pytest.fixture(scope="session")
 def api(broker, api_dsn):
     ensure_api_topic(broker.bootstrap)
-    env = dict(os.environ, WAREHOUSE_DSN=api_dsn, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap,
-               PURCHASES_TOPIC=API_TOPIC)
+    env = dict(os.environ, WAREHOUSE_DSN=api_dsn, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, PURCHASES_TOPIC=API_TOPIC)
     server = Api(free_port(), env, broker.bootstrap)
     server.start()
     yield server

@@ -1,4 +1,5 @@
 """Accounts and tokens: sign up (201/409/422), log in (200/401/429), change password (204/401/422), tokens."""
+
 from __future__ import annotations
 
 import base64
@@ -25,15 +26,18 @@ def test_sign_up_creates_a_customer_with_a_server_made_time_ordered_id(client, a
     assert all(customer_id.version == 7 for customer_id in ids)
     assert ids[0] < ids[1]  # time-ordered
     with psycopg.connect(api_dsn) as conn:
-        stored = conn.execute("select customer_id, password_hash from app.customers where username = %s",
-                              (username,)).fetchone()
+        stored = conn.execute(
+            "select customer_id, password_hash from app.customers where username = %s", (username,)
+        ).fetchone()
     assert stored[0] == ids[0]
     assert stored[1].startswith("$argon2id$") and "correct horse" not in stored[1]
 
 
 def test_sign_up_ignores_a_client_supplied_id(client):
-    answer = client.post("/customers", json={"username": f"eve_{uuid.uuid4().hex[:8]}", "password": "password1",
-                                             "customer_id": str(uuid.uuid4())})
+    answer = client.post(
+        "/customers",
+        json={"username": f"eve_{uuid.uuid4().hex[:8]}", "password": "password1", "customer_id": str(uuid.uuid4())},
+    )
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["body", "customer_id"]
 
@@ -44,15 +48,18 @@ def test_a_taken_username_answers_409(client, customer):
     assert customer.username in answer.json()["detail"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"username": "ab", "password": "password1"}, "username"),
-    ({"username": "x" * 65, "password": "password1"}, "username"),
-    ({"username": "has space", "password": "password1"}, "username"),
-    ({"username": "semi;colon", "password": "password1"}, "username"),
-    ({"username": "fine_name", "password": "short"}, "password"),
-    ({"username": "fine_name", "password": "p" * 129}, "password"),
-    ({"password": "password1"}, "username"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"username": "ab", "password": "password1"}, "username"),
+        ({"username": "x" * 65, "password": "password1"}, "username"),
+        ({"username": "has space", "password": "password1"}, "username"),
+        ({"username": "semi;colon", "password": "password1"}, "username"),
+        ({"username": "fine_name", "password": "short"}, "password"),
+        ({"username": "fine_name", "password": "p" * 129}, "password"),
+        ({"password": "password1"}, "username"),
+    ],
+)
 def test_bad_sign_up_answers_422_naming_the_field(client, body, field):
     answer = client.post("/customers", json=body)
     assert answer.status_code == 422
@@ -66,8 +73,10 @@ def test_log_in_gives_a_bearer_token_for_the_customer(client, customer):
     assert token["token_type"] == "bearer" and token["expires_in"] > 0
     claims = jwt.decode(token["access_token"], options={"verify_signature": False})
     assert claims["sub"] == customer.id and claims["exp"] > time.time()
-    assert client.get("/customers/me", headers={"Authorization": f"Bearer {token['access_token']}"}).json() == \
-        {"customer_id": customer.id, "username": customer.username}
+    assert client.get("/customers/me", headers={"Authorization": f"Bearer {token['access_token']}"}).json() == {
+        "customer_id": customer.id,
+        "username": customer.username,
+    }
 
 
 def test_a_wrong_password_or_unknown_user_answers_401(client, customer):
@@ -101,23 +110,37 @@ def test_a_right_password_clears_earlier_mistakes(client, customer):
 
 
 def test_changing_the_password_needs_the_current_one(client, customer):
-    wrong = client.post("/customers/me/password", headers=customer.headers,
-                        json={"current_password": "not-it-at-all", "new_password": "brand-new-password"})
+    wrong = client.post(
+        "/customers/me/password",
+        headers=customer.headers,
+        json={"current_password": "not-it-at-all", "new_password": "brand-new-password"},
+    )
     assert wrong.status_code == 401
-    too_short = client.post("/customers/me/password", headers=customer.headers,
-                            json={"current_password": customer.password, "new_password": "short"})
+    too_short = client.post(
+        "/customers/me/password",
+        headers=customer.headers,
+        json={"current_password": customer.password, "new_password": "short"},
+    )
     assert too_short.status_code == 422 and too_short.json()["detail"][0]["loc"] == ["body", "new_password"]
-    no_token = client.post("/customers/me/password",
-                           json={"current_password": customer.password, "new_password": "brand-new-password"})
+    no_token = client.post(
+        "/customers/me/password", json={"current_password": customer.password, "new_password": "brand-new-password"}
+    )
     assert no_token.status_code == 401
 
-    changed = client.post("/customers/me/password", headers=customer.headers,
-                          json={"current_password": customer.password, "new_password": "brand-new-password"})
+    changed = client.post(
+        "/customers/me/password",
+        headers=customer.headers,
+        json={"current_password": customer.password, "new_password": "brand-new-password"},
+    )
     assert changed.status_code == 204 and changed.content == b""
-    assert client.post("/auth/token", data={"username": customer.username,
-                                            "password": customer.password}).status_code == 401
-    assert client.post("/auth/token", data={"username": customer.username,
-                                            "password": "brand-new-password"}).status_code == 200
+    assert (
+        client.post("/auth/token", data={"username": customer.username, "password": customer.password}).status_code
+        == 401
+    )
+    assert (
+        client.post("/auth/token", data={"username": customer.username, "password": "brand-new-password"}).status_code
+        == 200
+    )
 
 
 def _b64(data: dict) -> str:
@@ -153,7 +176,12 @@ def test_a_signup_with_the_same_name_from_two_clients_creates_one_account(client
 
     username = f"race_{uuid.uuid4().hex[:8]}"
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        statuses = sorted(pool.map(lambda _: client.post("/customers", json={
-            "username": username, "password": "password-123"}).status_code, range(4)))
+        statuses = sorted(
+            pool.map(
+                lambda _: (
+                    client.post("/customers", json={"username": username, "password": "password-123"}).status_code
+                ),
+                range(4),
+            )
+        )
     assert statuses == [201, 409, 409, 409]
-

@@ -1,5 +1,6 @@
 """Health, readiness, docs and the page; and a broker outage: 503 with Retry-After, never a 202 for an event
 the broker did not take, and recovery without restarting the API."""
+
 from __future__ import annotations
 
 import time
@@ -18,9 +19,19 @@ def test_health_readiness_docs_and_page(client):
     assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
     assert "swagger" in client.get("/docs").text.lower()
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/customers", "/auth/token", "/customers/me/password", "/purchases", "/purchases/batch",
-            "/customers/me/purchases", "/customers/{customer_id}/purchases", "/purchases/{event_id}",
-            "/customers/me/spend", "/healthz", "/readyz"} <= set(paths)
+    assert {
+        "/customers",
+        "/auth/token",
+        "/customers/me/password",
+        "/purchases",
+        "/purchases/batch",
+        "/customers/me/purchases",
+        "/customers/{customer_id}/purchases",
+        "/purchases/{event_id}",
+        "/customers/me/spend",
+        "/healthz",
+        "/readyz",
+    } <= set(paths)
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'id="buy-form"' in page.text
@@ -40,9 +51,11 @@ def test_a_broker_outage_answers_503_then_the_api_recovers_by_itself(api, client
     broker.stop()
     try:
         answers = []
-        for path, body in (("/purchases", {**GOOD, "product_name": refused}),
-                           ("/purchases/batch", {"purchases": [{**GOOD, "product_name": refused}] * 3}),
-                           ("/purchases", {**GOOD, "product_name": refused})):
+        for path, body in (
+            ("/purchases", {**GOOD, "product_name": refused}),
+            ("/purchases/batch", {"purchases": [{**GOOD, "product_name": refused}] * 3}),
+            ("/purchases", {**GOOD, "product_name": refused}),
+        ):
             started = time.monotonic()
             answer = client.post(path, json=body, headers=customer.headers)
             answers.append((answer.status_code, answer.headers.get("Retry-After"), time.monotonic() - started))

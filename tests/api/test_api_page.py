@@ -1,4 +1,5 @@
 """The web page in headless Chromium: sign up, buy, see the purchase accepted, then recorded (notice and row)."""
+
 from __future__ import annotations
 
 import uuid
@@ -18,9 +19,16 @@ def browser():
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield browser
         browser.close()
 

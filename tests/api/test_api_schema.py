@@ -1,5 +1,6 @@
 """Schemathesis against the API's OpenAPI schema, calling the live server: no 5xx, and every answer
 (status code, content type, headers, body) as the schema says."""
+
 from __future__ import annotations
 
 import httpx
@@ -29,8 +30,12 @@ def test_the_server_serves_this_schema(api):
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 def test_the_api_keeps_its_schema_and_never_fails_with_5xx(case, api, bearer):
     # Not `positive_data_acceptance`: some rules are beyond JSON Schema (at most 2 decimal places, not in the
     # future, a cursor must be one the API gave out), so schema-valid input can rightly be refused with 422.

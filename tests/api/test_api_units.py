@@ -1,10 +1,10 @@
 """Pure logic of the API: the login limiter, the token codec, a batch's events (no server needed)."""
+
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
@@ -114,7 +114,7 @@ purchase_requests = purchase_bodies().map(PurchaseRequest.model_validate)
 @settings(max_examples=examples(200), deadline=None, database=None)
 @given(purchases=st.lists(purchase_requests, min_size=1, max_size=5), key=st.none() | st.text(min_size=1, max_size=20))
 def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
-    customer, now = uuid.uuid4(), datetime.now(timezone.utc)
+    customer, now = uuid.uuid4(), datetime.now(UTC)
     ids = batch_event_ids(customer, len(purchases), key)
     values = batch_event_bytes(customer, purchases, ids, now)
     for purchase, event_id, value in zip(purchases, ids, values, strict=True):

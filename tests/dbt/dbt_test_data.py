@@ -3,25 +3,23 @@
 Thresholds: the project's defaults (lifetime 1000, daily 500) for everyone but bob in EUR, whose overrides
 in the seed are 50 (lifetime) and 20 (daily).
 """
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
 
-UTC = timezone.utc
+UTC = UTC
 ALICE = uuid.UUID("a11ce000-0000-4000-8000-000000000001")
 BOB = uuid.UUID("b0b00000-0000-4000-8000-000000000002")
 CAROL = uuid.UUID("ca201000-0000-4000-8000-000000000003")
 CUSTOMERS = {ALICE: "alice", BOB: "bob", CAROL: "carol"}
 
-SEED_THRESHOLDS_CSV = (
-    "customer_id,currency,lifetime_threshold,daily_threshold\n"
-    f"{BOB},EUR,50.00,20.00\n"
-)
+SEED_THRESHOLDS_CSV = f"customer_id,currency,lifetime_threshold,daily_threshold\n{BOB},EUR,50.00,20.00\n"
 
 
 def at(text: str) -> datetime:
@@ -48,26 +46,50 @@ def purchase(number, customer_id, currency, quantity, unit_price, purchased_at) 
 
 FIRST_BATCH = [
     purchase(1, ALICE, "USD", 2, "150.00", "2024-03-01T09:00:00+00:00"),
-    purchase(2, ALICE, "USD", 1, "250.00", "2024-03-01T12:00:00+00:00"),   # day reaches 550 >= 500
-    purchase(3, ALICE, "USD", 3, "33.33", "2024-03-01T23:30:00-02:00"),    # 2024-03-02 01:30 UTC
-    purchase(4, ALICE, "USD", 1, "400.00", "2024-03-03T08:00:00+00:00"),   # lifetime reaches 1049.99
+    purchase(2, ALICE, "USD", 1, "250.00", "2024-03-01T12:00:00+00:00"),  # day reaches 550 >= 500
+    purchase(3, ALICE, "USD", 3, "33.33", "2024-03-01T23:30:00-02:00"),  # 2024-03-02 01:30 UTC
+    purchase(4, ALICE, "USD", 1, "400.00", "2024-03-03T08:00:00+00:00"),  # lifetime reaches 1049.99
     purchase(5, ALICE, "EUR", 1, "99.99", "2024-03-02T10:00:00+00:00"),
     purchase(6, BOB, "EUR", 1, "15.00", "2024-03-02T10:00:00+00:00"),
-    purchase(7, BOB, "EUR", 1, "10.00", "2024-03-02T11:00:00+00:00"),      # day reaches 25 >= 20
-    purchase(8, BOB, "EUR", 2, "12.50", "2024-03-04T09:00:00+00:00"),      # lifetime 50 >= 50, day 25 >= 20
+    purchase(7, BOB, "EUR", 1, "10.00", "2024-03-02T11:00:00+00:00"),  # day reaches 25 >= 20
+    purchase(8, BOB, "EUR", 2, "12.50", "2024-03-04T09:00:00+00:00"),  # lifetime 50 >= 50, day 25 >= 20
     purchase(9, BOB, "USD", 1, "5.00", "2024-03-04T10:00:00+00:00"),
 ]
 
 # customer, currency -> total_spend, purchase_count, first_purchase_at, last_purchase_at, threshold, crossed_at
 EXPECTED_SPEND = {
-    (ALICE, "USD"): (Decimal("1049.99"), 4, at("2024-03-01T09:00:00+00:00"), at("2024-03-03T08:00:00+00:00"),
-                     Decimal("1000.00"), at("2024-03-03T08:00:00+00:00")),
-    (ALICE, "EUR"): (Decimal("99.99"), 1, at("2024-03-02T10:00:00+00:00"), at("2024-03-02T10:00:00+00:00"),
-                     Decimal("1000.00"), None),
-    (BOB, "EUR"): (Decimal("50.00"), 3, at("2024-03-02T10:00:00+00:00"), at("2024-03-04T09:00:00+00:00"),
-                   Decimal("50.00"), at("2024-03-04T09:00:00+00:00")),
-    (BOB, "USD"): (Decimal("5.00"), 1, at("2024-03-04T10:00:00+00:00"), at("2024-03-04T10:00:00+00:00"),
-                   Decimal("1000.00"), None),
+    (ALICE, "USD"): (
+        Decimal("1049.99"),
+        4,
+        at("2024-03-01T09:00:00+00:00"),
+        at("2024-03-03T08:00:00+00:00"),
+        Decimal("1000.00"),
+        at("2024-03-03T08:00:00+00:00"),
+    ),
+    (ALICE, "EUR"): (
+        Decimal("99.99"),
+        1,
+        at("2024-03-02T10:00:00+00:00"),
+        at("2024-03-02T10:00:00+00:00"),
+        Decimal("1000.00"),
+        None,
+    ),
+    (BOB, "EUR"): (
+        Decimal("50.00"),
+        3,
+        at("2024-03-02T10:00:00+00:00"),
+        at("2024-03-04T09:00:00+00:00"),
+        Decimal("50.00"),
+        at("2024-03-04T09:00:00+00:00"),
+    ),
+    (BOB, "USD"): (
+        Decimal("5.00"),
+        1,
+        at("2024-03-04T10:00:00+00:00"),
+        at("2024-03-04T10:00:00+00:00"),
+        Decimal("1000.00"),
+        None,
+    ),
 }
 
 # customer, currency, day -> spend, purchase_count, daily_threshold, crossed_at
@@ -104,7 +126,8 @@ def add_customers(dsn: str) -> None:
             conn.execute(
                 "insert into app.customers (customer_id, username, password_hash, created_at) "
                 "values (%s, %s, 'not-a-real-hash', '2024-01-01T00:00:00Z') on conflict do nothing",
-                (customer_id, username))
+                (customer_id, username),
+            )
 
 
 def load_purchases(dsn: str, purchases: list[Purchase], passed_at: datetime | None = None) -> None:
@@ -114,14 +137,28 @@ def load_purchases(dsn: str, purchases: list[Purchase], passed_at: datetime | No
         (batch_id,) = cursor.execute(
             "insert into staging.loaded_batches (kafka_topic, kafka_partition, loaded, checked_at) "
             "values ('purchases', 0, %s, coalesce(%s, clock_timestamp())) returning batch_id",
-            (len(purchases), passed_at)).fetchone()
+            (len(purchases), passed_at),
+        ).fetchone()
         cursor.executemany(
             "insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity,"
             " unit_price, currency, purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset,"
             " batch_id) values (%s, %s, %s, null, %s, %s, %s, %s, 1, 'purchases', 0, %s, %s)"
             " on conflict (event_id) do nothing",
-            [(p.event_id, p.customer_id, f"product {p.number}", p.quantity, p.unit_price, p.currency,
-              p.purchased_at, p.number, batch_id) for p in purchases])
+            [
+                (
+                    p.event_id,
+                    p.customer_id,
+                    f"product {p.number}",
+                    p.quantity,
+                    p.unit_price,
+                    p.currency,
+                    p.purchased_at,
+                    p.number,
+                    batch_id,
+                )
+                for p in purchases
+            ],
+        )
 
 
 def days_between(first: str, last: str) -> list[str]:

@@ -1,39 +1,38 @@
 """The `purchases_transform` DAG: Cosmos (watcher mode) runs one `dbt build` and renders a task for each model
-and its tests; a run with a data interval (a backfill, a daily or manual run) rebuilds exactly the UTC days of that interval, idempotently.
+and its tests; a run with a data interval (a backfill, a daily or manual run) rebuilds exactly the UTC days of
+that interval, idempotently.
 Real `dag.test()` runs against a migrated Airflow metadata database and the real dbt project."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from dbt_test_data import FIRST_BATCH, add_customers, load_purchases
+from support import load_dag
+
 from purchases import transform
 from purchases.transform.cosmos import report_stale_sources_without_pruning
 
 ROOT = Path(__file__).resolve().parents[2]
-UTC = timezone.utc
+UTC = UTC
 WRITE_TIME_COLUMNS = ("last_transformed_at",)
-DAILY_COLUMNS = ("customer_id, currency, spend_date, spend, purchase_count, first_purchase_at, last_purchase_at,"
-                 " daily_threshold, daily_threshold_crossed_at, daily_threshold_fingerprint")
-
-
-def load_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "purchases_transform.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("purchases_transform")
+DAILY_COLUMNS = (
+    "customer_id, currency, spend_date, spend, purchase_count, first_purchase_at, last_purchase_at,"
+    " daily_threshold, daily_threshold_crossed_at, daily_threshold_fingerprint"
+)
 
 
 def daily_rows(db) -> dict[tuple, tuple]:
     """customer_spend_daily by key -> (row content, physical row version): xmin changes when rewritten."""
-    return {(row[0], row[1], row[2].isoformat()): (row[:-1], row[-1]) for row in db.execute(
-        f"select {DAILY_COLUMNS}, xmin::text from marts.customer_spend_daily")}
+    return {
+        (row[0], row[1], row[2].isoformat()): (row[:-1], row[-1])
+        for row in db.execute(f"select {DAILY_COLUMNS}, xmin::text from marts.customer_spend_daily")
+    }
 
 
 def run_for_interval(day: str, *, regenerate_docs: bool = True):
@@ -42,7 +41,9 @@ def run_for_interval(day: str, *, regenerate_docs: bool = True):
     from airflow.utils.state import DagRunState
 
     end = datetime.fromisoformat(day).replace(tzinfo=UTC) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
-    run = load_dag().test(logical_date=end, mark_success_pattern=None if regenerate_docs else "regenerate_dbt_docs")
+    run = load_dag("purchases_transform").test(
+        logical_date=end, mark_success_pattern=None if regenerate_docs else "regenerate_dbt_docs"
+    )
     assert run.state == DagRunState.SUCCESS, f"purchases_transform for {day} ended {run.state}"
     assert run.data_interval_start.date().isoformat() == day
     return run
@@ -50,34 +51,44 @@ def run_for_interval(day: str, *, regenerate_docs: bool = True):
 
 def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_tests(airflow_db, manifest):
     from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable
-    from cosmos.operators.watcher import (DbtConsumerWatcherSensor, DbtProducerWatcherOperator,
-                                          DbtSourceWatcherOperator)
+    from cosmos.operators.watcher import DbtConsumerWatcherSensor, DbtProducerWatcherOperator, DbtSourceWatcherOperator
 
     from purchases.assets import STAGING_PURCHASE_EVENTS
 
-    dag = load_dag()
+    dag = load_dag("purchases_transform")
     tasks = set(dag.task_ids)
     # One task runs `dbt build` (models, seeds and data tests, not unit tests); the others report on it.
     builders = [t for t in dag.tasks if isinstance(t, DbtProducerWatcherOperator)]
     assert [t.task_id for t in builders] == ["dbt.dbt_producer_watcher"]
     assert builders[0].env == {"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"}
     assert "--resource-type" not in (builders[0].dbt_cmd_flags or [])  # tests are not left out of the build
-    assert all(isinstance(dag.get_task(f"dbt.{model}.{kind}"), DbtConsumerWatcherSensor)
-               for model in ("stg_purchase_events", "customer_spend") for kind in ("run", "test"))
+    assert all(
+        isinstance(dag.get_task(f"dbt.{model}.{kind}"), DbtConsumerWatcherSensor)
+        for model in ("stg_purchase_events", "customer_spend")
+        for kind in ("run", "test")
+    )
     # The loader's table, the one source with a freshness check (found by type: its name follows the models').
     sources = [t.task_id for t in dag.tasks if isinstance(t, DbtSourceWatcherOperator)]
     assert len(sources) == 1, sources
     for root in ("dbt.stg_customers.run", "dbt.spend_thresholds.seed", *sources):
         assert dag.get_task(root).upstream_task_ids == {"dbt.dbt_producer_watcher"}  # they report on the build
         assert dag.get_task(root).trigger_rule == "all_done"
-    for model in ("stg_purchase_events", "stg_customers", "customer_purchases", "customer_spend_daily",
-                  "customer_spend", "dim_customers", "spend_alerts"):
+    for model in (
+        "stg_purchase_events",
+        "stg_customers",
+        "customer_purchases",
+        "customer_spend_daily",
+        "customer_spend",
+        "dim_customers",
+        "spend_alerts",
+    ):
         assert {f"dbt.{model}.run", f"dbt.{model}.test"} <= tasks
         assert dag.get_task(f"dbt.{model}.test").upstream_task_ids == {f"dbt.{model}.run"}
     assert "dbt.customer_purchases.test" in dag.get_task("dbt.customer_spend_daily.run").upstream_task_ids
     # Tests reading several models run after all of them, in tasks of their own.
-    assert {"dbt.customer_purchases.test", "dbt.customer_spend.test", "dbt.customer_spend_daily.test"} <= \
-        dag.get_task("dbt.customer_spend_reconciles_with_customer_purchases_test").upstream_task_ids
+    assert {"dbt.customer_purchases.test", "dbt.customer_spend.test", "dbt.customer_spend_daily.test"} <= dag.get_task(
+        "dbt.customer_spend_reconciles_with_customer_purchases_test"
+    ).upstream_task_ids
     docs = dag.get_task("regenerate_dbt_docs")
     assert docs.get_flat_relative_ids(upstream=True) >= tasks - {"regenerate_dbt_docs", "run_status"}
     # The run's state: the last task fails when any task failed, the build included (no retry skips the build:
@@ -113,17 +124,21 @@ def test_frequent_runs_regenerate_the_docs_only_when_the_project_changed(tmp_pat
     assert transform.docs_are_due("asset_triggered")
 
 
-@pytest.mark.parametrize("run_type, start, end, expected", [
-    ("backfill", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
-    ("scheduled", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
-    ("manual", "2024-03-02T05:00:00+02:00", "2024-03-03T06:30:00+00:00", ("2024-03-02", "2024-03-04")),
-    ("manual", "2024-03-02T00:00:00+00:00", "2024-03-02T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
-    ("asset_triggered", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("", "")),
-    ("manual", None, None, ("", "")),
-])
+@pytest.mark.parametrize(
+    "run_type, start, end, expected",
+    [
+        ("backfill", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+        ("scheduled", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+        ("manual", "2024-03-02T05:00:00+02:00", "2024-03-03T06:30:00+00:00", ("2024-03-02", "2024-03-04")),
+        ("manual", "2024-03-02T00:00:00+00:00", "2024-03-02T00:00:00+00:00", ("2024-03-02", "2024-03-03")),
+        ("asset_triggered", "2024-03-02T00:00:00+00:00", "2024-03-03T00:00:00+00:00", ("", "")),
+        ("manual", None, None, ("", "")),
+    ],
+)
 def test_backfill_window_covers_the_utc_days_of_the_data_interval(run_type, start, end, expected):
-    window = transform.backfill_window(run_type, start and datetime.fromisoformat(start),
-                                       end and datetime.fromisoformat(end))
+    window = transform.backfill_window(
+        run_type, start and datetime.fromisoformat(start), end and datetime.fromisoformat(end)
+    )
     assert (window["start_date"], window["end_date"]) == expected
 
 
@@ -138,14 +153,21 @@ def test_a_backfill_rebuilds_exactly_the_days_of_its_interval_idempotently(airfl
     # Damage inside each run's window (a lost row, a row that should not exist, a wrong figure) and, outside
     # the windows, a change no test looks at: only a rebuild of exactly those days puts the first right and
     # leaves the second alone. (Damage the tests see must be inside the window of the run that follows it.)
-    db.execute("update marts.customer_spend_daily set first_purchase_at = first_purchase_at - interval '1 second'"
-               " where spend_date = '2024-03-04'")
+    db.execute(
+        "update marts.customer_spend_daily set first_purchase_at = first_purchase_at - interval '1 second'"
+        " where spend_date = '2024-03-04'"
+    )
     tampered_outside = {k: v for k, v in daily_rows(db).items() if k[2] not in ("2024-03-02", "2024-03-03")}
-    db.execute("delete from marts.customer_spend_daily where spend_date = '2024-03-02' and currency = 'EUR' "
-               "and customer_id = %s", (FIRST_BATCH[4].customer_id,))
-    db.execute("insert into marts.customer_spend_daily select customer_id, 'GBP', spend_date, spend, purchase_count,"
-               " first_purchase_at, last_purchase_at, daily_threshold, null, daily_threshold_fingerprint,"
-               " last_transformed_at from marts.customer_spend_daily where spend_date = '2024-03-02' limit 1")
+    db.execute(
+        "delete from marts.customer_spend_daily where spend_date = '2024-03-02' and currency = 'EUR' "
+        "and customer_id = %s",
+        (FIRST_BATCH[4].customer_id,),
+    )
+    db.execute(
+        "insert into marts.customer_spend_daily select customer_id, 'GBP', spend_date, spend, purchase_count,"
+        " first_purchase_at, last_purchase_at, daily_threshold, null, daily_threshold_fingerprint,"
+        " last_transformed_at from marts.customer_spend_daily where spend_date = '2024-03-02' limit 1"
+    )
     docs_page = transform.docs_dir() / "index.html"
     docs_before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
     run_for_interval("2024-03-02")
@@ -155,8 +177,9 @@ def test_a_backfill_rebuilds_exactly_the_days_of_its_interval_idempotently(airfl
 
     repaired = daily_rows(db)
     window = {"2024-03-02", "2024-03-03"}
-    assert {k: v[0] for k, v in repaired.items() if k[2] in window} == \
-        {k: v[0] for k, v in built.items() if k[2] in window}
+    assert {k: v[0] for k, v in repaired.items() if k[2] in window} == {
+        k: v[0] for k, v in built.items() if k[2] in window
+    }
     # Outside the window nothing was rewritten, not even the tampered (untested) column.
     assert {k: v for k, v in repaired.items() if k[2] not in window} == tampered_outside
     assert all(repaired[k][1] != built[k][1] for k in repaired if k[2] in window)
@@ -169,14 +192,34 @@ def test_a_backfill_rebuilds_exactly_the_days_of_its_interval_idempotently(airfl
 
     # What `airflow backfill create` makes of a date range: one run per day, each rebuilding its own day.
     backfill = subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "backfill", "create", "--dag-id", "purchases_transform",
-         "--from-date", "2024-03-05", "--to-date", "2024-03-06"], env=dict(os.environ), capture_output=True,
-        text=True, timeout=300)
+        [
+            str(Path(sys.executable).parent / "airflow"),
+            "backfill",
+            "create",
+            "--dag-id",
+            "purchases_transform",
+            "--from-date",
+            "2024-03-05",
+            "--to-date",
+            "2024-03-06",
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert backfill.returncode == 0, backfill.stdout + backfill.stderr
-    windows = sorted((transform.backfill_window(run.run_type, run.data_interval_start, run.data_interval_end)
-                      for run in backfill_runs()), key=lambda window: window["start_date"])
-    assert windows == [{"start_date": "2024-03-05", "end_date": "2024-03-06"},
-                       {"start_date": "2024-03-06", "end_date": "2024-03-07"}]
+    windows = sorted(
+        (
+            transform.backfill_window(run.run_type, run.data_interval_start, run.data_interval_end)
+            for run in backfill_runs()
+        ),
+        key=lambda window: window["start_date"],
+    )
+    assert windows == [
+        {"start_date": "2024-03-05", "end_date": "2024-03-06"},
+        {"start_date": "2024-03-06", "end_date": "2024-03-07"},
+    ]
 
 
 def backfill_runs():
@@ -186,8 +229,8 @@ def backfill_runs():
     from sqlalchemy import select
 
     with create_session() as session:
-        runs = session.scalars(select(DagRun).where(DagRun.dag_id == "purchases_transform",
-                                                    DagRun.run_type == DagRunType.BACKFILL_JOB)).all()
+        runs = session.scalars(
+            select(DagRun).where(DagRun.dag_id == "purchases_transform", DagRun.run_type == DagRunType.BACKFILL_JOB)
+        ).all()
         session.expunge_all()
     return runs
-

@@ -6,20 +6,22 @@ Real `dag.test()` runs against the Airflow metadata database, real dbt, real Pos
 warehouse database and a copy of the dbt project of its own: one adds failing models to it, the other needs
 marts that were never built.
 """
+
 from __future__ import annotations
 
 import secrets
 import shutil
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from dbt_test_data import FIRST_BATCH, add_customers, load_purchases
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from support import load_dag
+
 from purchases import transform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,23 +48,19 @@ def own_warehouse(dbt_env, airflow_db, tmp_path, monkeypatch):
     bootstrap(dsn)
     project = tmp_path / "project"
     shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
-    for key, value in {"DBT_DBNAME": name, "DBT_PROJECT_DIR": str(project),
-                       "DBT_MANIFEST_PATH": str(tmp_path / "manifest" / "manifest.json"),
-                       "DBT_DOCS_DIR": str(tmp_path / "docs"), "WAREHOUSE_DSN": dsn,
-                       "AIRFLOW_CONN_WAREHOUSE": dsn}.items():
+    for key, value in {
+        "DBT_DBNAME": name,
+        "DBT_PROJECT_DIR": str(project),
+        "DBT_MANIFEST_PATH": str(tmp_path / "manifest" / "manifest.json"),
+        "DBT_DOCS_DIR": str(tmp_path / "docs"),
+        "WAREHOUSE_DSN": dsn,
+        "AIRFLOW_CONN_WAREHOUSE": dsn,
+    }.items():
         monkeypatch.setenv(key, value)
     try:
         yield {"dsn": dsn, "project": project}
     finally:
         drop_database(dsn)
-
-
-def load_dag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "purchases_transform.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("purchases_transform")
 
 
 @contextmanager
@@ -86,20 +84,31 @@ def first_scheduled_run(dag):
     from sqlalchemy import select
 
     info = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).next_dagrun_info(
-        last_automated_run_info=None)
+        last_automated_run_info=None
+    )
 
     def scheduled(*, dag, session, **_):
-        for stale in session.scalars(select(DagRun).where(DagRun.dag_id == dag.dag_id,
-                                                          DagRun.logical_date == info.logical_date)):
+        for stale in session.scalars(
+            select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.logical_date == info.logical_date)
+        ):
             session.delete(stale)
         session.commit()
         return dag.create_dagrun(
-            run_id=dag.timetable.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=info.run_after,
-                                                 data_interval=info.data_interval,
-                                                 partition_key=info.partition_key),
-            logical_date=info.logical_date, data_interval=info.data_interval, run_after=info.run_after,
-            run_type=DagRunType.SCHEDULED, triggered_by=DagRunTriggeredByType.TIMETABLE,
-            state=DagRunState.RUNNING, start_date=timezone.utcnow(), session=session)
+            run_id=dag.timetable.generate_run_id(
+                run_type=DagRunType.SCHEDULED,
+                run_after=info.run_after,
+                data_interval=info.data_interval,
+                partition_key=info.partition_key,
+            ),
+            logical_date=info.logical_date,
+            data_interval=info.data_interval,
+            run_after=info.run_after,
+            run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TIMETABLE,
+            state=DagRunState.RUNNING,
+            start_date=timezone.utcnow(),
+            session=session,
+        )
 
     with runs_made_by(scheduled):
         return dag.test(logical_date=info.logical_date)
@@ -117,8 +126,7 @@ def clear_and_rerun(dag, run):
 
     with create_session() as session:
         stored = session.scalar(select(DagRun).where(DagRun.dag_id == run.dag_id, DagRun.run_id == run.run_id))
-        DBDagBag().get_dag_for_run(stored, session=session).clear(run_id=run.run_id, task_ids=None,
-                                                                  session=session)
+        DBDagBag().get_dag_for_run(stored, session=session).clear(run_id=run.run_id, task_ids=None, session=session)
 
     def cleared(*, dag, session, **_):
         again = session.scalar(select(DagRun).where(DagRun.dag_id == dag.dag_id, DagRun.run_id == run.run_id))
@@ -139,8 +147,12 @@ def task_states(run) -> dict[str, tuple[str | None, int]]:
     from sqlalchemy import select
 
     with create_session() as session:
-        return {ti.task_id: (ti.state, ti.try_number) for ti in session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id))}
+        return {
+            ti.task_id: (ti.state, ti.try_number)
+            for ti in session.scalars(
+                select(TaskInstance).where(TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id)
+            )
+        }
 
 
 def reported_status(run, unique_id: str):
@@ -151,16 +163,24 @@ def reported_status(run, unique_id: str):
     from sqlalchemy import select
 
     with create_session() as session:
-        row = session.scalars(select(XComModel).where(
-            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == BUILD,
-            XComModel.key == get_status_xcom_key(unique_id))).one()
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == run.dag_id,
+                XComModel.run_id == run.run_id,
+                XComModel.task_id == BUILD,
+                XComModel.key == get_status_xcom_key(unique_id),
+            )
+        ).one()
         return XComModel.deserialize_value(row)["status"]
 
 
 def existing_relations(dsn: str, names) -> set[str]:
     with psycopg.connect(dsn) as conn:
-        return {name for name in names
-                if conn.execute("select to_regclass(%s)", (f"marts.{name}",)).fetchone()[0] is not None}
+        return {
+            name
+            for name in names
+            if conn.execute("select to_regclass(%s)", (f"marts.{name}",)).fetchone()[0] is not None
+        }
 
 
 @pytest.mark.slow
@@ -172,12 +192,12 @@ def test_a_failed_build_fails_the_run_and_still_does_after_the_run_is_cleared(ow
     for name, sql in INJECTED_MODELS.items():
         (own_warehouse["project"] / "models" / "marts" / f"{name}.sql").write_text(sql)
     transform.parse_project()
-    dag = load_dag()
+    dag = load_dag("purchases_transform")
     # Models without tests get one task each (`<model>_run`), not a group of two.
     failing, missing, after_missing = (f"dbt.{name}_run" for name in INJECTED_MODELS)
     assert {failing, missing, after_missing} <= set(dag.task_ids)
 
-    run = dag.test(logical_date=datetime(2024, 6, 2, tzinfo=timezone.utc))
+    run = dag.test(logical_date=datetime(2024, 6, 2, tzinfo=UTC))
     states = task_states(run)
     assert run.state == DagRunState.FAILED, states
     assert states[BUILD] == (TaskInstanceState.FAILED, 1)  # one try: no retry that would skip it
@@ -216,7 +236,7 @@ def test_the_first_daily_run_on_an_empty_warehouse_builds_the_marts(own_warehous
 
     transform.parse_project()
     assert existing_relations(own_warehouse["dsn"], MARTS) == set()  # never built; staging has no event
-    dag = load_dag()
+    dag = load_dag("purchases_transform")
     sources = [task for task in dag.tasks if isinstance(task, DbtSourceWatcherOperator)]
     assert len(sources) == 1  # the loader's table, the one source with a freshness check
 

@@ -4,6 +4,7 @@ The database is this module's own (not the shared `warehouse_dsn` one), so the e
 depend on what other tests loaded. The reader role is created before dbt runs, so that reading the
 tables dbt creates proves the default privileges work. Times are relative to the fixture's start.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,11 +46,11 @@ class Purchase:
 
 @dataclass
 class Warehouse:
-    dsn: str                 # the owner's (superuser) connection
-    reader_dsn: str          # the read-only role's login
+    dsn: str  # the owner's (superuser) connection
+    reader_dsn: str  # the read-only role's login
     reader_role: str
     reader_password: str
-    now: datetime            # the fixture's "now"; every time below is relative to it
+    now: datetime  # the fixture's "now"; every time below is relative to it
     today_start: datetime
     customers: dict[str, uuid.UUID]
     purchases: list[Purchase]
@@ -81,57 +82,95 @@ def _known_purchases(now: datetime, today_start: datetime) -> list[Purchase]:
     today = today_start + (now - today_start) / 2  # today (UTC) and in the past, whenever the test runs
     rows = [
         # alice: 1,200 USD over three days, none of them 500 -> lifetime crossing only
-        ("alice", "USD", "400.00", day(3)), ("alice", "USD", "400.00", day(2)), ("alice", "USD", "400.00", day(1)),
+        ("alice", "USD", "400.00", day(3)),
+        ("alice", "USD", "400.00", day(2)),
+        ("alice", "USD", "400.00", day(1)),
         ("alice", "EUR", "50.00", day(1)),
         # bob: 600 USD today -> today's daily crossing
-        ("bob", "USD", "300.00", today), ("bob", "USD", "300.00", today + timedelta(seconds=30)),
+        ("bob", "USD", "300.00", today),
+        ("bob", "USD", "300.00", today + timedelta(seconds=30)),
         # carol: 900 EUR, 450 a day, and 100 USD -> nothing
-        ("carol", "EUR", "450.00", day(2)), ("carol", "EUR", "450.00", day(1)), ("carol", "USD", "100.00", day(1)),
+        ("carol", "EUR", "450.00", day(2)),
+        ("carol", "EUR", "450.00", day(1)),
+        ("carol", "USD", "100.00", day(1)),
         # dave: 600 USD yesterday -> a daily crossing, but not today's
         ("dave", "USD", "600.00", day(1)),
         # erin: exactly 1,000 GBP -> lifetime crossing (the threshold counts as crossed)
-        ("erin", "GBP", "400.00", day(3)), ("erin", "GBP", "400.00", day(2)), ("erin", "GBP", "200.00", day(1)),
+        ("erin", "GBP", "400.00", day(3)),
+        ("erin", "GBP", "400.00", day(2)),
+        ("erin", "GBP", "200.00", day(1)),
         # frank: 800 EUR yesterday, 700 today -> lifetime 1,500 (x1.5) and today's daily 700 (x1.4)
-        ("frank", "EUR", "800.00", day(1)), ("frank", "EUR", "700.00", today + timedelta(seconds=10)),
+        ("frank", "EUR", "800.00", day(1)),
+        ("frank", "EUR", "700.00", today + timedelta(seconds=10)),
     ]
     # All loaded in the last few minutes (a loader catching up on backdated purchases); newest 2 min ago.
     newest_load = now - timedelta(minutes=2)
-    return [Purchase(user, currency, Decimal(amount), purchased_at, newest_load - timedelta(seconds=5 * i))
-            for i, (user, currency, amount, purchased_at) in enumerate(rows)]
+    return [
+        Purchase(user, currency, Decimal(amount), purchased_at, newest_load - timedelta(seconds=5 * i))
+        for i, (user, currency, amount, purchased_at) in enumerate(rows)
+    ]
 
 
-def _insert(dsn: str, customers: dict[str, uuid.UUID], purchases: list[Purchase],
-            rejected: list[tuple[datetime, str]]) -> None:
+def _insert(
+    dsn: str, customers: dict[str, uuid.UUID], purchases: list[Purchase], rejected: list[tuple[datetime, str]]
+) -> None:
     with psycopg.connect(dsn) as conn:
         for username, customer_id in customers.items():
-            conn.execute("insert into app.customers (customer_id, username, password_hash) values (%s, %s, 'x')",
-                         (customer_id, username))
+            conn.execute(
+                "insert into app.customers (customer_id, username, password_hash) values (%s, %s, 'x')",
+                (customer_id, username),
+            )
         for offset, p in enumerate(purchases):
             conn.execute(
                 """insert into staging.purchase_events (event_id, customer_id, product_name, quantity, unit_price,
                        currency, purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset, loaded_at)
                    values (%s, %s, 'thing', 1, %s, %s, %s, 1, 'purchases', %s, %s, %s)""",
-                (p.event_id, customers[p.username], p.amount, p.currency, p.purchased_at, offset % 3, offset,
-                 p.loaded_at))
+                (
+                    p.event_id,
+                    customers[p.username],
+                    p.amount,
+                    p.currency,
+                    p.purchased_at,
+                    offset % 3,
+                    offset,
+                    p.loaded_at,
+                ),
+            )
         pass_quality_gate(conn)
         for offset, (rejected_at, reason) in enumerate(rejected):
             conn.execute(
                 """insert into staging.purchase_events_rejected (reason, raw_value, kafka_topic, kafka_partition,
                        kafka_offset, rejected_at) values (%s, %s, 'purchases', 0, %s, %s)""",
-                (reason, b"secret raw value", 1000 + offset, rejected_at))
+                (reason, b"secret raw value", 1000 + offset, rejected_at),
+            )
 
 
 def run_dbt(dbname: str, target_dir: Path) -> subprocess.CompletedProcess:
     dbt = Path(sys.executable).parent / "dbt"
     env = dict(os.environ, DBT_DBNAME=dbname)
-    variables = {"spend_alert_threshold": str(LIFETIME_THRESHOLD),
-                 "daily_spend_alert_threshold": str(DAILY_THRESHOLD)}
+    variables = {"spend_alert_threshold": str(LIFETIME_THRESHOLD), "daily_spend_alert_threshold": str(DAILY_THRESHOLD)}
     # Its own target and log paths: other tests may run dbt on the same project at the same time.
     return subprocess.run(
-        [str(dbt), "build", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-         "--target-path", str(target_dir / "target"), "--log-path", str(target_dir / "logs"),
-         "--vars", json.dumps(variables)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            str(dbt),
+            "build",
+            "--project-dir",
+            str(DBT_PROJECT),
+            "--profiles-dir",
+            str(DBT_PROJECT),
+            "--target-path",
+            str(target_dir / "target"),
+            "--log-path",
+            str(target_dir / "logs"),
+            "--vars",
+            json.dumps(variables),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +186,7 @@ def warehouse(tmp_path_factory) -> Warehouse:
     try:
         ensure_reader_role(dsn, password, role)
 
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        now = datetime.now(UTC).replace(microsecond=0)
         today_start = now.replace(hour=0, minute=0, second=0)
         customers = {name: uuid.uuid4() for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace")}
         purchases = _known_purchases(now, today_start)

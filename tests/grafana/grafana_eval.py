@@ -9,11 +9,12 @@
   the value, the text columns are the labels, label sets unique) and `math_compare` / `threshold_gt`
   the expressions used by the provisioned rules.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 ALL = "$__all"
@@ -28,11 +29,14 @@ class Variable:
     options: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_dashboard(cls, definition: dict, options: list[str] | None = None) -> "Variable":
-        return cls(definition["name"], bool(definition.get("multi")), bool(definition.get("includeAll")),
-                   definition.get("allValue") or None,
-                   options if options is not None
-                   else [o["value"] for o in definition.get("options", [])])
+    def from_dashboard(cls, definition: dict, options: list[str] | None = None) -> Variable:
+        return cls(
+            definition["name"],
+            bool(definition.get("multi")),
+            bool(definition.get("includeAll")),
+            definition.get("allValue") or None,
+            options if options is not None else [o["value"] for o in definition.get("options", [])],
+        )
 
     def format(self, selected: str | list[str]) -> str:
         values = [selected] if isinstance(selected, str) else list(selected)
@@ -58,7 +62,7 @@ def interpolate_variables(sql: str, variables: dict[str, Variable], selection: d
 
 def _rfc3339nano(moment: datetime) -> str:
     """Go's time.RFC3339Nano of a UTC time: trailing zeros of the fraction dropped, 'Z' suffix."""
-    text = moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     if moment.microsecond:
         text += ("." + f"{moment.microsecond:06d}").rstrip("0")
     return text + "Z"
@@ -93,7 +97,7 @@ def expand_macros(sql: str, time_from: datetime, time_to: datetime, interval: ti
         name = match.group(1)
         args = [a.strip() for a in match.group(2).split(",")]
         # Grafana < 5.3 compatibility, kept by the backend: "$__timeGroup(...)," means the alias form.
-        if name == "__timeGroup" and match.string[match.end():match.end() + 1] == ",":
+        if name == "__timeGroup" and match.string[match.end() : match.end() + 1] == ",":
             name = "__timeGroupAlias"
         if name == "__time":
             return f'{args[0]} AS "time"'
@@ -110,9 +114,9 @@ def expand_macros(sql: str, time_from: datetime, time_to: datetime, interval: ti
             group = f"floor(extract(epoch from {args[0]})/{seconds})*{seconds}"
             return group + (' AS "time"' if name == "__timeGroupAlias" else "")
         if name == "__unixEpochFilter":
-            return (f"{args[0]} >= {int(time_from.timestamp())} AND {args[0]} <= {int(time_to.timestamp())}")
+            return f"{args[0]} >= {int(time_from.timestamp())} AND {args[0]} <= {int(time_to.timestamp())}"
         if name == "__unixEpochNanoFilter":
-            return (f"{args[0]} >= {_unix_nanos(time_from)} AND {args[0]} <= {_unix_nanos(time_to)}")
+            return f"{args[0]} >= {_unix_nanos(time_from)} AND {args[0]} <= {_unix_nanos(time_to)}"
         if name == "__unixEpochNanoFrom":
             return str(_unix_nanos(time_from))
         if name == "__unixEpochNanoTo":
@@ -126,8 +130,13 @@ def expand_macros(sql: str, time_from: datetime, time_to: datetime, interval: ti
     return re.sub(r"\$([_a-zA-Z0-9]+)\(([^\)]*)\)", evaluate, sql)
 
 
-def render_query(sql: str, time_from: datetime, time_to: datetime, variables: dict[str, Variable] | None = None,
-                 selection: dict[str, str | list[str]] | None = None) -> str:
+def render_query(
+    sql: str,
+    time_from: datetime,
+    time_to: datetime,
+    variables: dict[str, Variable] | None = None,
+    selection: dict[str, str | list[str]] | None = None,
+) -> str:
     """The SQL Grafana would send for `sql`; fails if anything Grafana would substitute is left over."""
     text = expand_macros(interpolate_variables(sql, variables or {}, selection or {}), time_from, time_to)
     leftover = re.findall(r"\$\{?\w+|\[\[\w+\]\]", text)
@@ -168,8 +177,13 @@ def numeric_instances(columns: list[str], rows: list[tuple]) -> dict[Labels, flo
 
 def math_compare(left: dict[Labels, float | None], right: dict[Labels, float | None], op: str) -> dict[Labels, float]:
     """`$A >= $T` and friends: Grafana's math expression joins instances with equal label sets."""
-    compare = {">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-               "<=": lambda a, b: a <= b, "==": lambda a, b: a == b}[op]
+    compare = {
+        ">=": lambda a, b: a >= b,
+        ">": lambda a, b: a > b,
+        "<": lambda a, b: a < b,
+        "<=": lambda a, b: a <= b,
+        "==": lambda a, b: a == b,
+    }[op]
     result = {}
     for labels, a in left.items():
         b = right.get(labels)

@@ -1,14 +1,15 @@
 """The provisioning files parse and have the shape Grafana's provisioning reads (no Grafana binary here)."""
+
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 import yaml
-
 from grafana_eval import ALL, Variable, render_query
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,9 @@ def test_dashboard_provider_points_at_the_mounted_dashboards(compose):
     path = provider["options"]["path"]
     # The compose file mounts grafana/provisioning at /etc/grafana/provisioning: the path must land on
     # the folder that holds the dashboard JSON.
-    mounts = dict(v.rsplit(":", 2)[:2] if v.count(":") == 2 else v.split(":") for v in
-                  compose["services"]["grafana"]["volumes"])
+    mounts = dict(
+        v.rsplit(":", 2)[:2] if v.count(":") == 2 else v.split(":") for v in compose["services"]["grafana"]["volumes"]
+    )
     container_root = mounts["./grafana/provisioning"]
     assert path.startswith(container_root + "/")
     local = PROVISIONING / path.removeprefix(container_root + "/")
@@ -108,7 +110,9 @@ def test_dashboard_shape(dashboard, datasources):
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24, f"{panel['title']} fits the 24-column grid"
-        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        cells = {
+            (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+        }
         assert not cells & occupied, f"{panel['title']} overlaps another panel"
         occupied |= cells
         assert panel["targets"], panel["title"]
@@ -117,14 +121,21 @@ def test_dashboard_shape(dashboard, datasources):
             assert target["datasource"]["type"] in DATASOURCE_TYPES
             assert target["format"] in ("table", "time_series")
             assert target["rawQuery"] is True and target["rawSql"].strip()
-            assert "marts." in target["rawSql"] and not re.search(r"\b(app|staging)\.", target["rawSql"]), \
+            assert "marts." in target["rawSql"] and not re.search(r"\b(app|staging)\.", target["rawSql"]), (
                 "panels read schema marts only"
+            )
 
 
 def test_dashboard_has_the_requested_panels(dashboard):
     titles = " | ".join(p["title"] for p in dashboard["panels"])
-    for wanted in ("Top customers by spend", "Spend per day by currency", "Purchases per minute",
-                   "Pipeline freshness", "Rejected events, last hour", "Partition lag"):
+    for wanted in (
+        "Top customers by spend",
+        "Spend per day by currency",
+        "Purchases per minute",
+        "Pipeline freshness",
+        "Rejected events, last hour",
+        "Partition lag",
+    ):
         assert wanted in titles
 
 
@@ -155,9 +166,9 @@ def test_variables_render_as_grafana_substitutes_them(dashboard):
 
 def test_every_panel_query_renders_completely(dashboard):
     """No variable or macro is left for Postgres to choke on (the query tests run them too)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    now = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 2, 3, 4, 5, 123000, tzinfo=UTC)
     variables = {v["name"]: Variable.from_dashboard(v, ["x"]) for v in dashboard["templating"]["list"]}
     selection = {"customer": ALL, "currency": ["USD"], "top_n": "10"}
     for panel in dashboard["panels"]:

@@ -1,19 +1,25 @@
 """Every panel, variable and alert query of the provisioned Grafana files, run as the read-only role
 against marts built by dbt from known purchases, with Grafana's substitutions applied."""
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from decimal import Decimal
 
 import psycopg
 import pytest
-from psycopg import errors, sql
-
 from grafana_eval import (
-    ALL, Variable, firing, math_compare, numeric_instances, render_query, threshold_gt,
+    ALL,
+    Variable,
+    firing,
+    math_compare,
+    numeric_instances,
+    render_query,
+    threshold_gt,
 )
+from psycopg import errors, sql
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +63,11 @@ def query_in_scenario(warehouse, conn, text: str) -> tuple[list[str], list[tuple
 
 def advance_clock(conn, by: timedelta) -> None:
     """What the warehouse looks like `by` later with nothing new: every recorded time moves back."""
-    for table, columns in (("staging.purchase_events", ("loaded_at", "purchased_at")),
-                           ("staging.purchase_events_rejected", ("rejected_at",)),
-                           ("marts.customer_purchases", ("loaded_at", "purchased_at"))):
+    for table, columns in (
+        ("staging.purchase_events", ("loaded_at", "purchased_at")),
+        ("staging.purchase_events_rejected", ("rejected_at",)),
+        ("marts.customer_purchases", ("loaded_at", "purchased_at")),
+    ):
         assignments = sql.SQL(", ").join(sql.SQL("{0} = {0} - %(by)s").format(sql.Identifier(c)) for c in columns)
         conn.execute(sql.SQL("update {} set {}").format(sql.SQL(table), assignments), {"by": by})
 
@@ -77,7 +85,8 @@ def load_event(conn, warehouse, loaded_ago: timedelta) -> None:
                purchased_at, schema_version, kafka_topic, kafka_partition, kafka_offset, loaded_at)
            values (gen_random_uuid(), %s, 'late', 1, 1.00, 'USD', now() - %s, 1, 'purchases', 0,
                    (select coalesce(max(kafka_offset), 0) + 1 from staging.purchase_events), now() - %s)""",
-        (warehouse.customers["grace"], loaded_ago, loaded_ago))
+        (warehouse.customers["grace"], loaded_ago, loaded_ago),
+    )
 
 
 def variables_of(dashboard: dict, warehouse) -> dict[str, Variable]:
@@ -92,7 +101,7 @@ def variables_of(dashboard: dict, warehouse) -> dict[str, Variable]:
 
 
 def utc_day(moment):
-    return moment.astimezone(timezone.utc).date()
+    return moment.astimezone(UTC).date()
 
 
 ALL_SELECTED = {"customer": ALL, "currency": ALL, "top_n": "10"}
@@ -100,15 +109,33 @@ ALL_SELECTED = {"customer": ALL, "currency": ALL, "top_n": "10"}
 
 # --- the reader role ----------------------------------------------------------------------------------
 
+
 def test_reader_reads_marts_built_after_it_was_created(warehouse):
-    for table in ("customer_purchases", "dim_customers", "customer_spend_daily", "customer_spend", "spend_alerts",
-                  "pipeline_freshness", "staged_event_loads", "rejected_events_recent", "partition_lag"):
+    for table in (
+        "customer_purchases",
+        "dim_customers",
+        "customer_spend_daily",
+        "customer_spend",
+        "spend_alerts",
+        "pipeline_freshness",
+        "staged_event_loads",
+        "rejected_events_recent",
+        "partition_lag",
+    ):
         columns, _ = run_as_reader(warehouse, f"select * from marts.{table} limit 1")
         assert columns, table
 
 
-@pytest.mark.parametrize("table", ["app.customers", "staging.purchase_events", "staging.purchase_events_rejected",
-                                   "staging.kafka_offsets", "staging.kafka_log_ends"])
+@pytest.mark.parametrize(
+    "table",
+    [
+        "app.customers",
+        "staging.purchase_events",
+        "staging.purchase_events_rejected",
+        "staging.kafka_offsets",
+        "staging.kafka_log_ends",
+    ],
+)
 def test_reader_cannot_read_outside_marts(warehouse, table):
     with pytest.raises(errors.InsufficientPrivilege):
         run_as_reader(warehouse, f"select * from {table} limit 1")
@@ -132,6 +159,7 @@ def test_rejected_events_view_hides_raw_records(warehouse):
 
 # --- dashboard variables ------------------------------------------------------------------------------
 
+
 def test_customer_and_currency_variables_list_the_warehouse(dashboard, warehouse):
     definitions = {d["name"]: d for d in dashboard["templating"]["list"]}
     columns, rows = run_as_reader(warehouse, definitions["customer"]["query"])
@@ -143,22 +171,29 @@ def test_customer_and_currency_variables_list_the_warehouse(dashboard, warehouse
 
 # --- panels -------------------------------------------------------------------------------------------
 
+
 def expected_daily_spend(warehouse, customers: set[str] | None, currencies: set[str] | None, start, end):
     spend = defaultdict(Decimal)
     for p in warehouse.purchases:
         day = p.purchased_at.date()
-        if (customers is None or p.username in customers) and (currencies is None or p.currency in currencies) \
-                and start.date() <= day <= end.date():
+        if (
+            (customers is None or p.username in customers)
+            and (currencies is None or p.currency in currencies)
+            and start.date() <= day <= end.date()
+        ):
             spend[(day, p.currency)] += p.amount
     return spend
 
 
-@pytest.mark.parametrize("customers, currencies", [
-    (None, None),                      # All, All
-    ({"alice", "frank"}, None),        # two customers
-    (None, {"EUR"}),                   # one currency
-    ({"carol"}, {"EUR", "USD"}),       # one customer, two currencies
-])
+@pytest.mark.parametrize(
+    "customers, currencies",
+    [
+        (None, None),  # All, All
+        ({"alice", "frank"}, None),  # two customers
+        (None, {"EUR"}),  # one currency
+        ({"carol"}, {"EUR", "USD"}),  # one customer, two currencies
+    ],
+)
 def test_spend_per_day_by_currency(dashboard, warehouse, customers, currencies):
     variables = variables_of(dashboard, warehouse)
     selection = dict(ALL_SELECTED)
@@ -178,22 +213,34 @@ def test_spend_per_day_by_currency(dashboard, warehouse, customers, currencies):
 def test_spend_per_day_honours_the_time_range(dashboard, warehouse):
     variables = variables_of(dashboard, warehouse)
     start = warehouse.today_start - timedelta(days=1)
-    text = render_query(panel_sql(dashboard, "Spend per day by currency"), start, warehouse.now, variables,
-                        ALL_SELECTED)
+    text = render_query(
+        panel_sql(dashboard, "Spend per day by currency"), start, warehouse.now, variables, ALL_SELECTED
+    )
     _, rows = run_as_reader(warehouse, text)
     assert {utc_day(r[0]) for r in rows} == {start.date(), warehouse.today_start.date()}
 
 
-@pytest.mark.parametrize("top_n, days, expected", [
-    ("3", 7, [("frank (EUR)", Decimal("1500.00")), ("alice (USD)", Decimal("1200.00")),
-              ("erin (GBP)", Decimal("1000.00"))]),
-    ("10", 0, [("frank (EUR)", Decimal("700.00")), ("bob (USD)", Decimal("600.00"))]),
-])
+@pytest.mark.parametrize(
+    "top_n, days, expected",
+    [
+        (
+            "3",
+            7,
+            [
+                ("frank (EUR)", Decimal("1500.00")),
+                ("alice (USD)", Decimal("1200.00")),
+                ("erin (GBP)", Decimal("1000.00")),
+            ],
+        ),
+        ("10", 0, [("frank (EUR)", Decimal("700.00")), ("bob (USD)", Decimal("600.00"))]),
+    ],
+)
 def test_top_customers_by_spend(dashboard, warehouse, top_n, days, expected):
     variables = variables_of(dashboard, warehouse)
     start = warehouse.today_start - timedelta(days=days)
-    text = render_query(panel_sql(dashboard, "Top customers by spend"), start, warehouse.now, variables,
-                        dict(ALL_SELECTED, top_n=top_n))
+    text = render_query(
+        panel_sql(dashboard, "Top customers by spend"), start, warehouse.now, variables, dict(ALL_SELECTED, top_n=top_n)
+    )
     columns, rows = run_as_reader(warehouse, text)
     assert columns == ["customer", "spend"]
     assert rows == expected
@@ -201,11 +248,19 @@ def test_top_customers_by_spend(dashboard, warehouse, top_n, days, expected):
 
 def test_top_customers_of_one_currency(dashboard, warehouse):
     variables = variables_of(dashboard, warehouse)
-    text = render_query(panel_sql(dashboard, "Top customers by spend"), warehouse.now - timedelta(days=7),
-                        warehouse.now, variables, dict(ALL_SELECTED, currency=["EUR"], top_n="5"))
+    text = render_query(
+        panel_sql(dashboard, "Top customers by spend"),
+        warehouse.now - timedelta(days=7),
+        warehouse.now,
+        variables,
+        dict(ALL_SELECTED, currency=["EUR"], top_n="5"),
+    )
     _, rows = run_as_reader(warehouse, text)
-    assert rows == [("frank (EUR)", Decimal("1500.00")), ("carol (EUR)", Decimal("900.00")),
-                    ("alice (EUR)", Decimal("50.00"))]
+    assert rows == [
+        ("frank (EUR)", Decimal("1500.00")),
+        ("carol (EUR)", Decimal("900.00")),
+        ("alice (EUR)", Decimal("50.00")),
+    ]
 
 
 @pytest.mark.parametrize("customers", [None, {"bob"}, {"alice", "dave"}])
@@ -218,8 +273,11 @@ def test_purchases_per_minute(dashboard, warehouse, customers):
     text = render_query(panel_sql(dashboard, "Purchases per minute"), start, end, variables, selection)
     columns, rows = run_as_reader(warehouse, text)
     assert columns == ["time", "purchases"]
-    expected = Counter(int(p.purchased_at.timestamp()) // 60 * 60 for p in warehouse.purchases
-                       if start <= p.purchased_at <= end and (customers is None or p.username in customers))
+    expected = Counter(
+        int(p.purchased_at.timestamp()) // 60 * 60
+        for p in warehouse.purchases
+        if start <= p.purchased_at <= end and (customers is None or p.username in customers)
+    )
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
     assert {int(r[0]): r[1] for r in rows} == dict(expected)
 
@@ -251,8 +309,9 @@ def test_rejected_events_in_the_last_hour(dashboard, warehouse):
 
 
 def test_rejected_events_by_reason_in_the_time_range(dashboard, warehouse):
-    text = render_query(panel_sql(dashboard, "Rejected events by reason"), warehouse.now - timedelta(hours=3),
-                        warehouse.now)
+    text = render_query(
+        panel_sql(dashboard, "Rejected events by reason"), warehouse.now - timedelta(hours=3), warehouse.now
+    )
     columns, rows = run_as_reader(warehouse, text)
     assert columns == ["reason", "events", "last_rejected_at"]
     assert [(r[0], r[1]) for r in rows] == [("not JSON", 2), ("unit_price: must be greater than 0", 1)]
@@ -270,11 +329,17 @@ def test_transform_backlog_panel(dashboard, warehouse):
 
 def test_spend_alerts_panel(dashboard, warehouse):
     variables = variables_of(dashboard, warehouse)
-    text = render_query(panel_sql(dashboard, "Spend alerts"), warehouse.today_start, warehouse.now, variables,
-                        ALL_SELECTED)
+    text = render_query(
+        panel_sql(dashboard, "Spend alerts"), warehouse.today_start, warehouse.now, variables, ALL_SELECTED
+    )
     columns, rows = run_as_reader(warehouse, text)
-    by_key = {(r[columns.index("username")], r[columns.index("currency")], r[columns.index("alert_type")]):
-              (r[columns.index("spend")], r[columns.index("threshold")]) for r in rows}
+    by_key = {
+        (r[columns.index("username")], r[columns.index("currency")], r[columns.index("alert_type")]): (
+            r[columns.index("spend")],
+            r[columns.index("threshold")],
+        )
+        for r in rows
+    }
     # Lifetime crossings always; daily ones only on days in range (dave's and frank's yesterday are not).
     assert by_key == {
         ("alice", "USD", "lifetime"): (Decimal("1200.00"), Decimal("1000.00")),
@@ -288,17 +353,22 @@ def test_spend_alerts_panel(dashboard, warehouse):
 def test_every_panel_query_runs_as_the_reader(dashboard, warehouse):
     """Also those no test above names: each must render fully and run with read-only access."""
     variables = variables_of(dashboard, warehouse)
-    selections = [ALL_SELECTED, dict(ALL_SELECTED, customer=[warehouse.customer_id("alice")], currency=["USD"]),
-                  dict(ALL_SELECTED, customer=[warehouse.customer_id("grace")])]
+    selections = [
+        ALL_SELECTED,
+        dict(ALL_SELECTED, customer=[warehouse.customer_id("alice")], currency=["USD"]),
+        dict(ALL_SELECTED, customer=[warehouse.customer_id("grace")]),
+    ]
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             for selection in selections:
-                text = render_query(target["rawSql"], warehouse.now - timedelta(days=30), warehouse.now,
-                                    variables, selection)
+                text = render_query(
+                    target["rawSql"], warehouse.now - timedelta(days=30), warehouse.now, variables, selection
+                )
                 run_as_reader(warehouse, text)
 
 
 # --- alert rule: Customer spend over threshold --------------------------------------------------------
+
 
 def spend_rule_instances(warehouse, rule, run=None):
     run = run or (lambda text: run_as_reader(warehouse, text))
@@ -316,10 +386,12 @@ def test_spend_rule_fires_exactly_for_customers_over_a_current_threshold(warehou
     def labels(user, currency):
         return frozenset({"customer_id": warehouse.customer_id(user), "username": user, "currency": currency}.items())
 
-    expected = {labels("alice", "USD"): (1200, 1000),   # lifetime
-                labels("bob", "USD"): (600, 500),        # today's daily
-                labels("erin", "GBP"): (1000, 1000),     # lifetime, exactly at the threshold
-                labels("frank", "EUR"): (1500, 1000)}    # lifetime x1.5 beats today's daily x1.4
+    expected = {
+        labels("alice", "USD"): (1200, 1000),  # lifetime
+        labels("bob", "USD"): (600, 500),  # today's daily
+        labels("erin", "GBP"): (1000, 1000),  # lifetime, exactly at the threshold
+        labels("frank", "EUR"): (1500, 1000),
+    }  # lifetime x1.5 beats today's daily x1.4
     assert firing(condition) == set(expected)
     assert {k: (spend[k], threshold[k]) for k in expected} == expected
     # carol (900 EUR), dave (a crossing yesterday, not today) and grace (no purchases) do not fire.
@@ -331,12 +403,12 @@ def test_spend_rule_is_quiet_without_crossings(warehouse, alert_rules):
     with scenario(warehouse) as conn:
         conn.execute("delete from marts.customer_spend")
         conn.execute("delete from marts.customer_spend_daily")
-        _, _, condition = spend_rule_instances(
-            warehouse, rule, lambda text: query_in_scenario(warehouse, conn, text))
+        _, _, condition = spend_rule_instances(warehouse, rule, lambda text: query_in_scenario(warehouse, conn, text))
         assert condition == {}
 
 
 # --- alert rule: Pipeline stale -----------------------------------------------------------------------
+
 
 def stale_stages(warehouse, rule, conn=None) -> dict[str, float]:
     text = rule_query(rule, "A")
@@ -387,7 +459,7 @@ def test_stale_rule_fires_when_loaded_events_wait_for_dbt(warehouse, alert_rules
     with scenario(warehouse) as conn:
         set_newest_load_age(conn, timedelta(minutes=30))  # dbt's last run saw everything up to then
         load_event(conn, warehouse, timedelta(minutes=16))  # loaded since, not transformed
-        load_event(conn, warehouse, timedelta(minutes=1))   # and the loader still loads
+        load_event(conn, warehouse, timedelta(minutes=1))  # and the loader still loads
         assert stale_stages(warehouse, rule, conn) == {"loader": 0, "staging": 0, "transform": 1}
     with scenario(warehouse) as conn:
         set_newest_load_age(conn, timedelta(minutes=30))
@@ -399,5 +471,8 @@ def test_stale_rule_is_quiet_on_an_empty_warehouse(warehouse, alert_rules):
     with scenario(warehouse) as conn:
         conn.execute("delete from staging.purchase_events")
         conn.execute("delete from marts.customer_purchases")
-        assert stale_stages(warehouse, alert_rules["purchases-pipeline-stale"], conn) == \
-            {"loader": 0, "staging": 0, "transform": 0}
+        assert stale_stages(warehouse, alert_rules["purchases-pipeline-stale"], conn) == {
+            "loader": 0,
+            "staging": 0,
+            "transform": 0,
+        }

@@ -1,6 +1,7 @@
 """Lag you can see: the view marts.partition_lag, the "Partition lag" panel and the "Partition stuck" rule,
 on hand-made states of staging.kafka_offsets (what the loader committed, and when) and
 staging.kafka_log_ends (the log end it last saw), queried as the read-only role like Grafana."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -9,16 +10,23 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from grafana_eval import firing, numeric_instances, render_query, threshold_gt
+from psycopg import sql
 
 pytestmark = pytest.mark.slow
 
 RULE_UID = "purchases-partition-stuck"
 TOPIC = "purchases"
-VIEW_COLUMNS = ["kafka_topic", "kafka_partition", "next_offset", "log_end_offset", "lag", "last_commit_at",
-                "seconds_since_commit", "log_end_seen_at"]
+VIEW_COLUMNS = [
+    "kafka_topic",
+    "kafka_partition",
+    "next_offset",
+    "log_end_offset",
+    "lag",
+    "last_commit_at",
+    "seconds_since_commit",
+    "log_end_seen_at",
+]
 
 
 @contextmanager
@@ -34,12 +42,17 @@ def partitions(warehouse, offsets=(), log_ends=()):
             conn.execute("delete from staging.kafka_offsets")
             conn.execute("delete from staging.kafka_log_ends")
             for topic, partition, next_offset, ago in offsets:
-                conn.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset, "
-                             "updated_at, topic_id) values (%s, %s, %s, now() - %s, 'topic-id')",
-                             (topic, partition, next_offset, ago))
+                conn.execute(
+                    "insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset, "
+                    "updated_at, topic_id) values (%s, %s, %s, now() - %s, 'topic-id')",
+                    (topic, partition, next_offset, ago),
+                )
             for topic, partition, log_end, ago in log_ends:
-                conn.execute("insert into staging.kafka_log_ends (kafka_topic, kafka_partition, log_end_offset, "
-                             "seen_at) values (%s, %s, %s, now() - %s)", (topic, partition, log_end, ago))
+                conn.execute(
+                    "insert into staging.kafka_log_ends (kafka_topic, kafka_partition, log_end_offset, "
+                    "seen_at) values (%s, %s, %s, now() - %s)",
+                    (topic, partition, log_end, ago),
+                )
             yield conn
         finally:
             conn.rollback()
@@ -57,7 +70,7 @@ def as_reader(warehouse, conn, text: str) -> tuple[list[str], list[tuple]]:
 def view(warehouse, conn) -> dict[tuple[str, int], dict]:
     columns, rows = as_reader(warehouse, conn, "select * from marts.partition_lag")
     assert columns == VIEW_COLUMNS
-    result = {(r[0], r[1]): dict(zip(columns, r)) for r in rows}
+    result = {(r[0], r[1]): dict(zip(columns, r, strict=True)) for r in rows}
     assert len(result) == len(rows), "one row per topic and partition"
     return result
 
@@ -103,7 +116,7 @@ def panel_rows(warehouse, conn, dashboard) -> list[dict]:
     (target,) = lag_panel(dashboard)["targets"]
     text = render_query(target["rawSql"], warehouse.now - timedelta(hours=6), warehouse.now)
     columns, rows = as_reader(warehouse, conn, text)
-    return [dict(zip(columns, r)) for r in rows]
+    return [dict(zip(columns, r, strict=True)) for r in rows]
 
 
 # Hand-made partitions, one of each kind the rule must tell apart.
@@ -114,19 +127,20 @@ BUSY = (TOPIC, 2, 9000, timedelta(seconds=1)), (TOPIC, 2, 9500, timedelta(second
 
 # --- the view -----------------------------------------------------------------------------------------
 
+
 def test_view_rows_for_hand_made_states(warehouse):
     offsets = [
-        (TOPIC, 0, 100, timedelta(minutes=10)),        # behind its log end by 50
-        (TOPIC, 1, 200, timedelta(seconds=3)),         # at its log end
-        (TOPIC, 2, 300, timedelta(seconds=1)),         # committed past the log end it last saw: no lag
-        (TOPIC, 4, 70, timedelta(hours=1)),            # no log end recorded (an older loader): lag unknown
-        ("other", 0, 5, timedelta(minutes=1)),         # the same partition number of another topic
+        (TOPIC, 0, 100, timedelta(minutes=10)),  # behind its log end by 50
+        (TOPIC, 1, 200, timedelta(seconds=3)),  # at its log end
+        (TOPIC, 2, 300, timedelta(seconds=1)),  # committed past the log end it last saw: no lag
+        (TOPIC, 4, 70, timedelta(hours=1)),  # no log end recorded (an older loader): lag unknown
+        ("other", 0, 5, timedelta(minutes=1)),  # the same partition number of another topic
     ]
     log_ends = [
         (TOPIC, 0, 150, timedelta(seconds=2)),
         (TOPIC, 1, 200, timedelta(seconds=3)),
         (TOPIC, 2, 250, timedelta(seconds=2)),
-        (TOPIC, 3, 40, timedelta(seconds=5)),          # never committed: next offset 0
+        (TOPIC, 3, 40, timedelta(seconds=5)),  # never committed: next offset 0
         ("other", 0, 8, timedelta(minutes=1)),
     ]
     with partitions(warehouse, offsets, log_ends) as conn:
@@ -134,12 +148,16 @@ def test_view_rows_for_hand_made_states(warehouse):
         rows = view(warehouse, conn)
 
         def row(next_offset, log_end, lag, committed_ago, seen_ago):
-            return {"next_offset": next_offset, "log_end_offset": log_end, "lag": lag,
-                    "last_commit_at": None if committed_ago is None else now - committed_ago,
-                    "seconds_since_commit":
-                        None if committed_ago is None else Decimal(committed_ago.total_seconds()).quantize(
-                            Decimal("0.001")),
-                    "log_end_seen_at": None if seen_ago is None else now - seen_ago}
+            return {
+                "next_offset": next_offset,
+                "log_end_offset": log_end,
+                "lag": lag,
+                "last_commit_at": None if committed_ago is None else now - committed_ago,
+                "seconds_since_commit": None
+                if committed_ago is None
+                else Decimal(committed_ago.total_seconds()).quantize(Decimal("0.001")),
+                "log_end_seen_at": None if seen_ago is None else now - seen_ago,
+            }
 
         expected = {
             (TOPIC, 0): row(100, 150, 50, timedelta(minutes=10), timedelta(seconds=2)),
@@ -149,8 +167,9 @@ def test_view_rows_for_hand_made_states(warehouse):
             (TOPIC, 4): row(70, None, 0, timedelta(hours=1), None),
             ("other", 0): row(5, 8, 3, timedelta(minutes=1), timedelta(minutes=1)),
         }
-        assert {key: {k: v for k, v in r.items() if k not in ("kafka_topic", "kafka_partition")}
-                for key, r in rows.items()} == expected
+        assert {
+            key: {k: v for k, v in r.items() if k not in ("kafka_topic", "kafka_partition")} for key, r in rows.items()
+        } == expected
         assert rows[(TOPIC, 0)]["seconds_since_commit"] == Decimal("600.000")
 
 
@@ -166,6 +185,7 @@ def test_view_shows_no_customer_data(warehouse):
 
 
 # --- the rule -----------------------------------------------------------------------------------------
+
 
 def test_rule_shape(alert_rules, dashboard):
     rule = stuck_rule(alert_rules)
@@ -200,11 +220,15 @@ def test_rule_does_not_fire_for_a_busy_healthy_partition(warehouse, alert_rules)
         assert rule_values(warehouse, conn, stuck_rule(alert_rules)) == {(TOPIC, "2"): 0}
 
 
-@pytest.mark.parametrize("offsets, log_ends", [
-    ([(TOPIC, 0, 0, timedelta(days=3))], [(TOPIC, 0, 0, timedelta(days=3))]),   # an empty partition
-    ([], [(TOPIC, 0, 0, timedelta(minutes=30))]),                             # empty, never committed
-    ([(TOPIC, 0, 12, timedelta(days=3))], []),                                # an older loader: lag unknown
-], ids=["empty", "never-committed-empty", "no-log-end"])
+@pytest.mark.parametrize(
+    "offsets, log_ends",
+    [
+        ([(TOPIC, 0, 0, timedelta(days=3))], [(TOPIC, 0, 0, timedelta(days=3))]),  # an empty partition
+        ([], [(TOPIC, 0, 0, timedelta(minutes=30))]),  # empty, never committed
+        ([(TOPIC, 0, 12, timedelta(days=3))], []),  # an older loader: lag unknown
+    ],
+    ids=["empty", "never-committed-empty", "no-log-end"],
+)
 def test_rule_does_not_fire_for_a_partition_that_never_had_lag(warehouse, alert_rules, offsets, log_ends):
     with partitions(warehouse, offsets, log_ends) as conn:
         assert rule_values(warehouse, conn, stuck_rule(alert_rules)) == {(TOPIC, "0"): 0}
@@ -233,8 +257,11 @@ def test_rule_fires_after_its_bound(warehouse, alert_rules):
 def test_rule_fires_only_for_the_stuck_partition_while_the_others_load(warehouse, alert_rules):
     """The reported incident: one partition stuck, the others loading (Pipeline stale sees fresh loads)."""
     with partitions(warehouse, [STUCK[0], QUIET[0], BUSY[0]], [STUCK[1], QUIET[1], BUSY[1]]) as conn:
-        assert rule_values(warehouse, conn, stuck_rule(alert_rules)) == \
-            {(TOPIC, "0"): 1, (TOPIC, "1"): 0, (TOPIC, "2"): 0}
+        assert rule_values(warehouse, conn, stuck_rule(alert_rules)) == {
+            (TOPIC, "0"): 1,
+            (TOPIC, "1"): 0,
+            (TOPIC, "2"): 0,
+        }
 
 
 def test_a_stuck_partition_keeps_firing_while_its_log_end_is_not_refreshed(warehouse, alert_rules):
@@ -245,14 +272,23 @@ def test_a_stuck_partition_keeps_firing_while_its_log_end_is_not_refreshed(wareh
 
 # --- the panel ----------------------------------------------------------------------------------------
 
+
 def test_panel_lists_each_partition_with_its_lag_and_commit_age(warehouse, dashboard):
     never = (TOPIC, 3, 40, timedelta(seconds=1))
     old_loader = (TOPIC, 4, 70, timedelta(hours=1))
-    with partitions(warehouse, [STUCK[0], QUIET[0], BUSY[0], old_loader],
-                    [STUCK[1], QUIET[1], BUSY[1], never]) as conn:
+    with partitions(warehouse, [STUCK[0], QUIET[0], BUSY[0], old_loader], [STUCK[1], QUIET[1], BUSY[1], never]) as conn:
         rows = panel_rows(warehouse, conn, dashboard)
-    assert list(rows[0]) == ["topic", "partition", "state", "lag", "seconds_since_commit", "next_offset",
-                             "log_end_offset", "last_commit_at", "log_end_seen_at"]
+    assert list(rows[0]) == [
+        "topic",
+        "partition",
+        "state",
+        "lag",
+        "seconds_since_commit",
+        "next_offset",
+        "log_end_offset",
+        "last_commit_at",
+        "log_end_seen_at",
+    ]
     assert [(r["topic"], r["partition"], r["state"], r["lag"], r["seconds_since_commit"]) for r in rows] == [
         (TOPIC, 0, "stuck", 50, Decimal("600.000")),
         (TOPIC, 1, "up to date", 0, Decimal("172800.000")),
@@ -270,11 +306,17 @@ def test_panel_colours_exactly_what_the_rule_fires_for(warehouse, dashboard, ale
     rule = stuck_rule(alert_rules)
     for ago in (timedelta(minutes=2, seconds=50), timedelta(minutes=3, seconds=10), timedelta(days=1)):
         offsets = [(TOPIC, 0, 100, ago), (TOPIC, 1, 100, ago), (TOPIC, 2, 100, timedelta(seconds=1))]
-        log_ends = [(TOPIC, 0, 150, timedelta(seconds=1)), (TOPIC, 1, 100, timedelta(seconds=1)),
-                    (TOPIC, 2, 600, timedelta(seconds=1))]
+        log_ends = [
+            (TOPIC, 0, 150, timedelta(seconds=1)),
+            (TOPIC, 1, 100, timedelta(seconds=1)),
+            (TOPIC, 2, 600, timedelta(seconds=1)),
+        ]
         with partitions(warehouse, offsets, log_ends) as conn:
-            red = {(r["topic"], str(r["partition"])) for r in panel_rows(warehouse, conn, dashboard)
-                   if r["state"] == "stuck"}
+            red = {
+                (r["topic"], str(r["partition"]))
+                for r in panel_rows(warehouse, conn, dashboard)
+                if r["state"] == "stuck"
+            }
             assert red == fired(warehouse, conn, rule), ago
 
 

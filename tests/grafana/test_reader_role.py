@@ -1,4 +1,5 @@
 """purchases.roles: the read-only role is created, updated and re-run safely, and says what is missing."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,7 @@ def test_rerunning_keeps_one_role_and_takes_the_new_password(scratch):
     ensure_reader_role(dsn, "second-password", role)
     assert first.startswith("SCRAM-SHA-256$") and verifier(dsn, role) != first
     with psycopg.connect(dsn) as conn:
-        settings = conn.execute(
-            "select rolconfig from pg_roles where rolname = %s", (role,)).fetchone()[0]
+        settings = conn.execute("select rolconfig from pg_roles where rolname = %s", (role,)).fetchone()[0]
         assert "default_transaction_read_only=on" in settings
 
 
@@ -78,6 +78,7 @@ def test_command_line(scratch, monkeypatch, capsys):
 def test_runs_as_a_module_like_the_docker_stack_runs_it(scratch):
     dsn, role = scratch
     env = dict(os.environ, WAREHOUSE_DSN=dsn, GRAFANA_READER_PASSWORD="pw")
-    result = subprocess.run([sys.executable, "-m", "purchases.roles", "--role", role], env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "purchases.roles", "--role", role], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

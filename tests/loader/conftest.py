@@ -4,6 +4,7 @@ The loader tests get their own warehouse database (dropped at the end), so that 
 offsets they make never show up in another folder's tests (the end-to-end test counts all of staging).
 Each test also gets a fresh topic, so its offsets, staging rows and rejections are its own.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -16,11 +17,10 @@ from .helpers import Staged, add_customers, create_topic
 @pytest.fixture(scope="session")
 def warehouse_dsn(warehouse_dsn):
     """Overrides the session's warehouse for tests/loader with a database of its own, same schema."""
-    from purchases.warehouse import bootstrap, drop_database
-
     from psycopg.conninfo import conninfo_to_dict
 
     from purchases.settings import postgres_url
+    from purchases.warehouse import bootstrap, drop_database
 
     dsn = postgres_url(warehouse_dsn, dbname=conninfo_to_dict(warehouse_dsn)["dbname"] + "_loader")
     bootstrap(dsn)

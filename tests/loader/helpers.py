@@ -1,10 +1,11 @@
 """Helpers for the loader tests: records, topics, customers, and what the warehouse holds for a topic."""
+
 from __future__ import annotations
 
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -15,10 +16,17 @@ from purchases.contract import PurchaseEvent, new_time_ordered_id
 
 
 def make_event(customer_id: uuid.UUID, n: int = 0, **overrides) -> PurchaseEvent:
-    fields = dict(schema_version=1, event_id=new_time_ordered_id(), customer_id=customer_id,
-                  product_name=f"Widget {n}", description="blue, medium", quantity=1 + n % 3,
-                  unit_price=Decimal("12.50"), currency="EUR",
-                  purchased_at=datetime.now(timezone.utc) - timedelta(seconds=n))
+    fields = dict(
+        schema_version=1,
+        event_id=new_time_ordered_id(),
+        customer_id=customer_id,
+        product_name=f"Widget {n}",
+        description="blue, medium",
+        quantity=1 + n % 3,
+        unit_price=Decimal("12.50"),
+        currency="EUR",
+        purchased_at=datetime.now(UTC) - timedelta(seconds=n),
+    )
     fields.update(overrides)
     return PurchaseEvent.model_construct(**fields)
 
@@ -31,8 +39,15 @@ def create_topic(bootstrap: str, partitions: int = 1) -> str:
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], partition: int = 0) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 2_000_000,
-                         "enable.idempotence": False, "acks": "all"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "message.max.bytes": 2_000_000,
+            "enable.idempotence": False,
+            "acks": "all",
+        }
+    )
     errors = []
 
     def on_delivery(error, _message):
@@ -50,8 +65,10 @@ def add_customers(dsn: str, count: int) -> list[uuid.UUID]:
     ids = [uuid.uuid4() for _ in range(count)]
     with psycopg.connect(dsn) as conn:
         with conn.cursor() as cursor:
-            cursor.executemany("insert into app.customers (customer_id, username, password_hash) values (%s, %s, 'x')",
-                               [(cid, f"loader-test-{cid}") for cid in ids])
+            cursor.executemany(
+                "insert into app.customers (customer_id, username, password_hash) values (%s, %s, 'x')",
+                [(cid, f"loader-test-{cid}") for cid in ids],
+            )
     return ids
 
 
@@ -68,69 +85,30 @@ class Staged:
 
     def events(self) -> dict[uuid.UUID, int]:
         """event_id -> kafka offset of the copy that was kept."""
-        return dict(self.query("select event_id, kafka_offset from staging.purchase_events where kafka_topic = %s",
-                               self.topic))
+        return dict(
+            self.query("select event_id, kafka_offset from staging.purchase_events where kafka_topic = %s", self.topic)
+        )
 
     def count(self) -> int:
         return self.query("select count(*) from staging.purchase_events where kafka_topic = %s", self.topic)[0][0]
 
     def rejected(self) -> list[tuple]:
-        return self.query("select kafka_offset, reason, raw_value, event_id, customer_id "
-                          "from staging.purchase_events_rejected where kafka_topic = %s order by kafka_offset, rejection_id",
-                          self.topic)
+        return self.query(
+            "select kafka_offset, reason, raw_value, event_id, customer_id "
+            "from staging.purchase_events_rejected where kafka_topic = %s order by kafka_offset, rejection_id",
+            self.topic,
+        )
 
     def passed(self) -> int:
         """Rows of this topic that the quality gate passed (what the marts may read)."""
-        return self.query("select count(*) from staging.purchase_events_passed where kafka_topic = %s",
-                          self.topic)[0][0]
+        return self.query("select count(*) from staging.purchase_events_passed where kafka_topic = %s", self.topic)[0][
+            0
+        ]
 
     def next_offset(self, partition: int = 0) -> int | None:
-        rows = self.query("select next_offset from staging.kafka_offsets where kafka_topic = %s "
-                          "and kafka_partition = %s", self.topic, partition)
+        rows = self.query(
+            "select next_offset from staging.kafka_offsets where kafka_topic = %s and kafka_partition = %s",
+            self.topic,
+            partition,
+        )
         return rows[0][0] if rows else None
-
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnBroker:
-    """An embedded broker of a test's own (on a free port), for tests that stop or restart it: the
-    session's broker is shared with other tests."""
-
-    def __init__(self, log_dir):
-        self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.log_dir = log_dir
-        self.process = None
-
-    def start(self, topics: dict[str, int]) -> None:
-        import time
-
-        from purchases.broker import ensure_topic, start_embedded_broker
-
-        self.process = start_embedded_broker("127.0.0.1", self.port, self.log_dir / "broker.log")
-        deadline = time.monotonic() + 30
-        for topic, partitions in topics.items():
-            while True:
-                try:
-                    ensure_topic(self.bootstrap, topic, partitions, timeout=5)
-                    break
-                except Exception:  # noqa: BLE001 - starting
-                    assert time.monotonic() < deadline, "broker did not start"
-                    time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except Exception:  # noqa: BLE001
-                self.process.kill()
-                self.process.wait()
-            self.process = None

@@ -1,24 +1,15 @@
 """The real DAGs, run with dag.test(): mapped loads per partition, the Asset events, the quality gate."""
+
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from datetime import UTC
 
 import pytest
+from support import OutletEvents, load_dag
 
 from .helpers import create_topic, make_event, produce
-
-DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-def load_dag(dag_id: str):
-    """The DAG as the DAG processor reads its file now (settings from the environment of the moment)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS / f"{dag_id}.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag(dag_id)
 
 
 def task_states(dag_run) -> dict[str, list[str]]:
@@ -33,8 +24,12 @@ def asset_events(name: str, since) -> list[dict]:
     from airflow.models.asset import AssetEvent, AssetModel
 
     with settings.Session() as session:
-        rows = (session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .filter(AssetModel.name == name, AssetEvent.timestamp >= since).all())
+        rows = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name, AssetEvent.timestamp >= since)
+            .all()
+        )
         return [row.extra for row in rows]
 
 
@@ -71,13 +66,14 @@ def gate_caught_up(warehouse_dsn):
 
 
 def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_releases_the_asset(
-        airflow_db, broker, warehouse_dsn, dag_topic, customers, gate_caught_up, monkeypatch, tmp_path):
-    from datetime import datetime, timezone
+    airflow_db, broker, warehouse_dsn, dag_topic, customers, gate_caught_up, monkeypatch, tmp_path
+):
+    from datetime import datetime
 
     from .helpers import Staged
 
     monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     staged = Staged(warehouse_dsn, dag_topic)
     events = {p: [make_event(customers[0], n) for n in range(20 + p)] for p in (0, 1)}
     for partition, batch in events.items():
@@ -86,8 +82,12 @@ def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_r
     run = load_dag("purchases_ingest").test(run_conf={"window_seconds": 3})
 
     assert str(run.state) == "success", task_states(run)
-    assert task_states(run) == {"partitions": ["success"], "load": ["success", "success"], "announce": ["success"],
-                                "every_partition_loaded": ["success"]}
+    assert task_states(run) == {
+        "partitions": ["success"],
+        "load": ["success", "success"],
+        "announce": ["success"],
+        "every_partition_loaded": ["success"],
+    }
     assert staged.count() == 41
     [extra] = asset_events("staging_purchase_events_loaded", started)
     assert (extra["loaded"], extra["partitions"]) == (41, {"0": 20, "1": 21})
@@ -108,24 +108,19 @@ def test_ingest_dag_loads_every_partition_then_the_gate_passes_the_batches_and_r
 
 
 def test_rows_a_failed_load_task_committed_still_reach_the_gate(
-        airflow_db, broker, warehouse_dsn, topic, customers, gate_caught_up):
+    airflow_db, broker, warehouse_dsn, topic, customers, gate_caught_up
+):
     """A load task that committed batches and then failed returns no result; announce finds its batches in
     the warehouse all the same, and the gate checks them."""
-    from datetime import datetime, timezone
-
-    from purchases.load.tasks import announce
+    from datetime import datetime
 
     from purchases.assets import STAGING_PURCHASE_EVENTS_LOADED
     from purchases.load import LoaderConfig, load_partition
+    from purchases.load.tasks import announce
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     produce(broker.bootstrap, topic, [(None, make_event(customers[1], n).to_bytes()) for n in range(5)])
     load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30, stop_when_idle=True)
-
-    class OutletEvents(dict):
-        def __missing__(self, key):
-            self[key] = type("Event", (), {"extra": None})()
-            return self[key]
 
     outlets = OutletEvents()
     assert announce([None, None], outlets, STAGING_PURCHASE_EVENTS_LOADED)["loaded"] == 0
@@ -138,8 +133,9 @@ def test_rows_a_failed_load_task_committed_still_reach_the_gate(
 
 
 def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts(
-        airflow_db, broker, warehouse_dsn, topic, gate_caught_up, monkeypatch, tmp_path):
-    from datetime import datetime, timezone
+    airflow_db, broker, warehouse_dsn, topic, gate_caught_up, monkeypatch, tmp_path
+):
+    from datetime import datetime
 
     import psycopg
 
@@ -151,8 +147,9 @@ def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts
     monkeypatch.setenv("GX_DATA_DOCS_DIR", str(tmp_path / "docs"))
     [doomed] = add_customers(warehouse_dsn, 1)
     produce(broker.bootstrap, topic, [(None, make_event(doomed, n).to_bytes()) for n in range(3)])
-    loaded = load_partition(LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30,
-                            stop_when_idle=True)
+    loaded = load_partition(
+        LoaderConfig(broker.bootstrap, warehouse_dsn, topic), 0, window_seconds=30, stop_when_idle=True
+    )
     assert loaded.loaded == 3
     with psycopg.connect(warehouse_dsn) as conn:  # the customer disappears after the load: rows now orphaned
         conn.execute("delete from app.customers where customer_id = %s", (doomed,))
@@ -160,7 +157,7 @@ def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts
     with pytest.raises(QualityGateFailed, match="known customer.*3 unexpected.*stay out of the marts"):
         run_quality_gate(warehouse_dsn)
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     run = load_dag("purchases_quality").test()
     try:
         assert task_states(run) == {"quality_gate": ["failed"]}  # AirflowFailException: no retries
@@ -172,7 +169,8 @@ def test_quality_gate_failure_fails_the_task_and_keeps_the_rows_out_of_the_marts
 
 
 def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_is_exact(
-        airflow_db, broker, warehouse_dsn, dag_topic, customers, monkeypatch, tmp_path):
+    airflow_db, broker, warehouse_dsn, dag_topic, customers, monkeypatch, tmp_path
+):
     """The loader's backend is terminated (as by a Postgres restart) between COPY and COMMIT inside a real
     DAG run; Airflow retries the mapped task and the partition ends up loaded exactly once."""
     import threading
@@ -198,9 +196,13 @@ def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_i
                 pauses += 1
                 if pauses == 1:  # first try: kill its connection, then let it try to COMMIT
                     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
-                        killed.extend(row[0] for row in conn.execute(
-                            "select pg_terminate_backend(pid) from pg_stat_activity "
-                            "where application_name = 'purchases-loader' and datname = current_database()"))
+                        killed.extend(
+                            row[0]
+                            for row in conn.execute(
+                                "select pg_terminate_backend(pid) from pg_stat_activity "
+                                "where application_name = 'purchases-loader' and datname = current_database()"
+                            )
+                        )
                 marker.unlink()
             time.sleep(0.05)
 
@@ -219,12 +221,14 @@ def test_postgres_connection_lost_mid_run_the_load_task_retries_and_the_result_i
 
 
 def test_broker_down_the_task_fails_with_a_clear_message_after_airflow_retries(
-        airflow_db, warehouse_dsn, dag_topic, monkeypatch, capfd):
-    from .helpers import free_port
+    airflow_db, warehouse_dsn, dag_topic, monkeypatch, capfd
+):
+    from support import free_port
 
     address = f"127.0.0.1:{free_port()}"
-    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT",
-                       json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": address}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": address}})
+    )
     monkeypatch.setenv("PURCHASES_LOADER_RETRIES", "1")
     monkeypatch.setenv("PURCHASES_LOADER_RETRY_DELAY_SECONDS", "1")
     dag = load_dag("purchases_ingest")

@@ -1,4 +1,5 @@
 """The loader against the real broker and Postgres: exactly once, first copy wins, extras kept."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,14 @@ import uuid
 import psycopg
 
 from purchases.load import LoaderConfig, load_partition
+
 from .helpers import make_event, produce
 
 
 def run_loader(broker, dsn, topic, **config):
-    return load_partition(LoaderConfig(broker.bootstrap, dsn, topic, **config), 0, window_seconds=30,
-                          stop_when_idle=True)
+    return load_partition(
+        LoaderConfig(broker.bootstrap, dsn, topic, **config), 0, window_seconds=30, stop_when_idle=True
+    )
 
 
 def test_every_event_is_loaded_once_and_a_rerun_adds_nothing(broker, warehouse_dsn, topic, staged, customers):
@@ -31,12 +34,23 @@ def test_every_event_is_loaded_once_and_a_rerun_adds_nothing(broker, warehouse_d
     assert (second.loaded, second.batches) == (0, 0)
     assert staged.count() == 250
 
-    row = staged.query("select customer_id, product_name, description, quantity, unit_price, currency, "
-                       "purchased_at, schema_version, extra from staging.purchase_events where event_id = %s",
-                       events[7].event_id)[0]
+    row = staged.query(
+        "select customer_id, product_name, description, quantity, unit_price, currency, "
+        "purchased_at, schema_version, extra from staging.purchase_events where event_id = %s",
+        events[7].event_id,
+    )[0]
     e = events[7]
-    assert row == (e.customer_id, e.product_name, e.description, e.quantity, e.unit_price, e.currency,
-                   e.purchased_at, 1, {})
+    assert row == (
+        e.customer_id,
+        e.product_name,
+        e.description,
+        e.quantity,
+        e.unit_price,
+        e.currency,
+        e.purchased_at,
+        1,
+        {},
+    )
 
 
 def test_the_first_copy_of_an_event_id_wins(broker, warehouse_dsn, topic, staged, customers):
@@ -44,8 +58,16 @@ def test_the_first_copy_of_an_event_id_wins(broker, warehouse_dsn, topic, staged
     retried = original.model_copy(update={"product_name": "second copy"})
     others = [make_event(customers[1], n) for n in range(3)]
     # offsets: 0 original, 1 other, 2 retried (same batch), 3..4 others
-    produce(broker.bootstrap, topic, [(None, original.to_bytes()), (None, others[0].to_bytes()),
-                                      (None, retried.to_bytes()), (None, others[1].to_bytes())])
+    produce(
+        broker.bootstrap,
+        topic,
+        [
+            (None, original.to_bytes()),
+            (None, others[0].to_bytes()),
+            (None, retried.to_bytes()),
+            (None, others[1].to_bytes()),
+        ],
+    )
     first = run_loader(broker, warehouse_dsn, topic)
     assert (first.loaded, first.duplicates) == (3, 1)
 
@@ -55,8 +77,9 @@ def test_the_first_copy_of_an_event_id_wins(broker, warehouse_dsn, topic, staged
     assert (second.loaded, second.duplicates) == (1, 1)
 
     assert staged.events()[original.event_id] == 0
-    assert staged.query("select product_name from staging.purchase_events where event_id = %s",
-                        original.event_id) == [(original.product_name,)]
+    assert staged.query("select product_name from staging.purchase_events where event_id = %s", original.event_id) == [
+        (original.product_name,)
+    ]
     assert staged.count() == 4 and staged.next_offset() == 6
 
 
@@ -78,13 +101,15 @@ def test_two_loaders_on_one_partition_do_not_load_a_range_twice(broker, warehous
     with psycopg.connect(warehouse_dsn) as holder:
         # Hold the partition's offset row like a loader in the middle of its transaction, so that both
         # loaders below read the same range before either can write it.
-        holder.execute("insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) "
-                       "values (%s, 0, 0)", (topic,))
+        holder.execute(
+            "insert into staging.kafka_offsets (kafka_topic, kafka_partition, next_offset) values (%s, 0, 0)", (topic,)
+        )
         holder.commit()
         holder.execute("select 1 from staging.kafka_offsets where kafka_topic = %s for update", (topic,))
         results = []
-        threads = [threading.Thread(target=lambda: results.append(run_loader(broker, warehouse_dsn, topic)))
-                   for _ in range(2)]
+        threads = [
+            threading.Thread(target=lambda: results.append(run_loader(broker, warehouse_dsn, topic))) for _ in range(2)
+        ]
         for thread in threads:
             thread.start()
         waiting, deadline = 0, time.monotonic() + 60
@@ -92,7 +117,8 @@ def test_two_loaders_on_one_partition_do_not_load_a_range_twice(broker, warehous
             time.sleep(0.1)
             waiting = holder.execute(
                 "select count(*) from pg_stat_activity where application_name = 'purchases-loader' "
-                "and wait_event_type = 'Lock' and datname = current_database()").fetchone()[0]
+                "and wait_event_type = 'Lock' and datname = current_database()"
+            ).fetchone()[0]
         holder.rollback()
         for thread in threads:
             thread.join(60)

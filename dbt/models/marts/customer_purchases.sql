@@ -45,10 +45,11 @@ new_events as (
 stg_purchase_events as (
 
     select * from new_events
-    where not exists (
-        select 1 from {{ this }} as already_transformed
-        where already_transformed.event_id = new_events.event_id
-    )
+    where
+        not exists (
+            select 1 from {{ this }} as already_transformed
+            where already_transformed.event_id = new_events.event_id
+        )
 
 ),
 

@@ -59,23 +59,29 @@ fingerprints_in_use as (
 
     -- min and max come from the column's index: cheap, and equal to the current fingerprint unless the
     -- threshold configuration changed since some rows were evaluated.
-    select min(lifetime_threshold_fingerprint) as lowest, max(lifetime_threshold_fingerprint) as highest
+    select
+        min(lifetime_threshold_fingerprint) as lowest,
+        max(lifetime_threshold_fingerprint) as highest
     from {{ this }}
 
 ),
 
 customers_to_recount as (
 
-    select customer_id, currency
+    select
+        customer_id,
+        currency
     from previous_totals
     where {{ configuration_changed() }}
-        and lifetime_threshold_fingerprint <> (select fingerprint from threshold_fingerprint)
+        and lifetime_threshold_fingerprint <> (select threshold_fingerprint.fingerprint from threshold_fingerprint)
 
     {%- if backfill %}
 
     union
 
-    select distinct customer_id, currency
+    select distinct
+        customer_id,
+        currency
     from customer_purchases
     where purchased_at >= {{ utc_day_start("'" ~ backfill.start ~ "'::date") }}
         and purchased_at < {{ utc_day_start("'" ~ backfill.end ~ "'::date") }}
@@ -88,7 +94,7 @@ new_purchases as (
 
     select customer_purchases.*
     from customer_purchases
-    where transformed_at > {{ watermark('last_transformed_at') }}
+    where customer_purchases.transformed_at > {{ watermark('last_transformed_at') }}
         and not exists (
             select 1 from customers_to_recount
             where customers_to_recount.customer_id = customer_purchases.customer_id
@@ -137,26 +143,35 @@ added_up as (
 
 ),
 
+purchases_to_recount as (
+
+    -- Every purchase of the customers to recount, read through the (customer_id, currency, purchased_at)
+    -- index (a lateral join, whatever the planner's estimates).
+    select customer_purchases.*
+    from customers_to_recount
+    cross join lateral (
+        select purchases.* from customer_purchases as purchases
+        where purchases.customer_id = customers_to_recount.customer_id
+            and purchases.currency = customers_to_recount.currency
+        offset 0  -- not flattened into a join: one index scan per customer -- noqa: AM09
+    ) as customer_purchases
+
+),
+
 recounted as (
 
     select
-        customer_purchases.customer_id,
-        customer_purchases.currency,
-        sum(customer_purchases.total_price) as total_spend,
+        customer_id,
+        currency,
+        sum(total_price) as total_spend,
         count(*) as purchase_count,
-        min(customer_purchases.purchased_at) as first_purchase_at,
-        max(customer_purchases.purchased_at) as last_purchase_at,
-        max(customer_purchases.transformed_at) as last_transformed_at,
+        min(purchased_at) as first_purchase_at,
+        max(purchased_at) as last_purchase_at,
+        max(transformed_at) as last_transformed_at,
         null::timestamptz as known_crossed_at
 
-    from customers_to_recount
-    cross join lateral (
-        select * from customer_purchases as purchases
-        where purchases.customer_id = customers_to_recount.customer_id
-            and purchases.currency = customers_to_recount.currency
-        offset 0  -- not flattened into a join: one index scan per customer
-    ) as customer_purchases
-    group by customer_purchases.customer_id, customer_purchases.currency
+    from purchases_to_recount
+    group by customer_id, currency
 
 ),
 
@@ -207,7 +222,10 @@ totals_with_threshold as (
 
 crossings_to_locate as (
 
-    select customer_id, currency, lifetime_threshold
+    select
+        customer_id,
+        currency,
+        lifetime_threshold
     from totals_with_threshold
     where total_spend >= lifetime_threshold
         and known_crossed_at is null
@@ -231,17 +249,20 @@ running_spend as (
 
     from crossings_to_locate
     cross join lateral (
-        select * from customer_purchases as purchases
+        select purchases.* from customer_purchases as purchases
         where purchases.customer_id = crossings_to_locate.customer_id
             and purchases.currency = crossings_to_locate.currency
-        offset 0  -- not flattened into a join: one index scan per customer
+        offset 0  -- not flattened into a join: one index scan per customer -- noqa: AM09
     ) as customer_purchases
 
 ),
 
 located_crossings as (
 
-    select customer_id, currency, min(purchased_at) as crossed_at
+    select
+        customer_id,
+        currency,
+        min(purchased_at) as crossed_at
     from running_spend
     where running_spend >= lifetime_threshold
     group by customer_id, currency

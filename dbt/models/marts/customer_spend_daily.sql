@@ -48,7 +48,9 @@ fingerprints_in_use as (
 
     -- min and max come from the column's index: cheap, and equal to the current fingerprint unless the
     -- threshold configuration changed since some rows were evaluated.
-    select min(daily_threshold_fingerprint) as lowest, max(daily_threshold_fingerprint) as highest
+    select
+        min(daily_threshold_fingerprint) as lowest,
+        max(daily_threshold_fingerprint) as highest
     from {{ this }}
 
 ),
@@ -56,24 +58,33 @@ fingerprints_in_use as (
 days_to_rebuild as (
 
     -- Days of purchases transformed since this model's last run.
-    select distinct customer_id, currency, {{ utc_date('purchased_at') }} as spend_date
+    select distinct
+        customer_id,
+        currency,
+        {{ utc_date('purchased_at') }} as spend_date
     from customer_purchases
     where transformed_at > {{ watermark('last_transformed_at') }}
 
     union
 
     -- Days evaluated against a threshold configuration that has changed since.
-    select customer_id, currency, spend_date
+    select
+        customer_id,
+        currency,
+        spend_date
     from {{ this }}
     where {{ configuration_changed() }}
-        and daily_threshold_fingerprint <> (select fingerprint from threshold_fingerprint)
+        and daily_threshold_fingerprint <> (select threshold_fingerprint.fingerprint from threshold_fingerprint)
 
     {%- if backfill %}
 
     union
 
     -- Every day of the backfill window (its old rows were deleted by the pre-hook).
-    select distinct customer_id, currency, {{ utc_date('purchased_at') }} as spend_date
+    select distinct
+        customer_id,
+        currency,
+        {{ utc_date('purchased_at') }} as spend_date
     from customer_purchases
     where purchased_at >= {{ utc_day_start("'" ~ backfill.start ~ "'::date") }}
         and purchased_at < {{ utc_day_start("'" ~ backfill.end ~ "'::date") }}
@@ -96,7 +107,7 @@ purchases_of_days as (
             and customer_purchases.currency = days_to_rebuild.currency
             and customer_purchases.purchased_at >= {{ utc_day_start('days_to_rebuild.spend_date') }}
             and customer_purchases.purchased_at < {{ utc_day_start('days_to_rebuild.spend_date + 1') }}
-        offset 0
+        offset 0  -- noqa: AM09
     ) as purchases_of_day
 
 ),
@@ -178,7 +189,10 @@ crossings as (
         and purchases_with_running_spend.currency = days_with_threshold.currency
         and purchases_with_running_spend.spend_date = days_with_threshold.spend_date
     where purchases_with_running_spend.running_spend >= days_with_threshold.daily_threshold
-    group by 1, 2, 3
+    group by
+        purchases_with_running_spend.customer_id,
+        purchases_with_running_spend.currency,
+        purchases_with_running_spend.spend_date
 
 ),
 
@@ -189,7 +203,7 @@ final as (
         days_with_threshold.currency,
         days_with_threshold.spend_date,
         days_with_threshold.spend::numeric as spend,
-        days_with_threshold.purchase_count::integer as purchase_count,
+        days_with_threshold.purchase_count::bigint as purchase_count,
         days_with_threshold.first_purchase_at,
         days_with_threshold.last_purchase_at,
         days_with_threshold.daily_threshold,

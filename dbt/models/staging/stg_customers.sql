@@ -3,7 +3,11 @@ with
 source as (
 
     -- Named columns only: password_hash never leaves app.customers.
-    select customer_id, username, created_at, updated_at
+    select
+        customer_id,
+        username,
+        created_at,
+        updated_at
     from {{ source('app', 'customers') }}
 
 ),

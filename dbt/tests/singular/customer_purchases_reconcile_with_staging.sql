@@ -3,15 +3,13 @@
 -- still be on their way (a gate run committing late), so they are not counted on either side.
 -- Returns one row when the counts differ, or when customer_purchases has an event staging does not.
 {{ config(severity='error') }}
+{%- set grace_minutes = var("reconciliation_grace_minutes", var("incremental_lookback_minutes")) | int %}
 
 with
 
 bound as (
 
-    select
-        max(passed_at)
-            - interval '{{ var("reconciliation_grace_minutes", var("incremental_lookback_minutes")) | int }} minutes'
-            as passed_until
+    select max(passed_at) - interval '{{ grace_minutes }} minutes' as passed_until
     from {{ ref('customer_purchases') }}
 
 ),
@@ -20,7 +18,7 @@ staging_events as (
 
     select count(distinct event_id) as event_count
     from {{ source('staging', 'purchase_events_passed') }}
-    where passed_at <= (select passed_until from bound)
+    where passed_at <= (select bound.passed_until from bound)
 
 ),
 
@@ -28,7 +26,7 @@ transformed_events as (
 
     select count(*) as event_count
     from {{ ref('customer_purchases') }}
-    where passed_at <= (select passed_until from bound)
+    where passed_at <= (select bound.passed_until from bound)
 
 ),
 
@@ -36,10 +34,11 @@ unknown_to_staging as (
 
     select count(*) as event_count
     from {{ ref('customer_purchases') }}
-    where not exists (
-        select 1 from {{ source('staging', 'purchase_events_passed') }} as staged
-        where staged.event_id = customer_purchases.event_id
-    )
+    where
+        not exists (
+            select 1 from {{ source('staging', 'purchase_events_passed') }} as staged
+            where staged.event_id = customer_purchases.event_id
+        )
 
 )
 

@@ -6,7 +6,11 @@ with
 
 purchases as (
 
-    select customer_id, currency, sum(total_price) as total_spend, count(*) as purchase_count
+    select
+        customer_id,
+        currency,
+        sum(total_price) as total_spend,
+        count(*) as purchase_count
     from {{ ref('customer_purchases') }}
     group by customer_id, currency
 
@@ -14,7 +18,11 @@ purchases as (
 
 daily as (
 
-    select customer_id, currency, sum(spend) as total_spend, sum(purchase_count) as purchase_count
+    select
+        customer_id,
+        currency,
+        sum(spend) as total_spend,
+        sum(purchase_count) as purchase_count
     from {{ ref('customer_spend_daily') }}
     group by customer_id, currency
 
@@ -22,7 +30,11 @@ daily as (
 
 lifetime as (
 
-    select customer_id, currency, total_spend, purchase_count
+    select
+        customer_id,
+        currency,
+        total_spend,
+        purchase_count
     from {{ ref('customer_spend') }}
 
 )

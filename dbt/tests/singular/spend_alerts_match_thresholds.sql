@@ -14,12 +14,21 @@ overrides as (
 
 )
 
-select alerts.*
+select
+    alerts.customer_id,
+    alerts.currency,
+    alerts.alert_type,
+    alerts.spend_date,
+    alerts.spend,
+    alerts.threshold,
+    alerts.first_crossed_at
+
 from alerts
 left join overrides
     on alerts.customer_id = overrides.customer_id and alerts.currency = overrides.currency
 where alerts.spend < alerts.threshold
     or alerts.threshold <> case alerts.alert_type
-        when 'lifetime' then coalesce(overrides.lifetime_threshold, ({{ var('spend_alert_threshold') }})::numeric(18, 2))
+        when 'lifetime'
+            then coalesce(overrides.lifetime_threshold, ({{ var('spend_alert_threshold') }})::numeric(18, 2))
         else coalesce(overrides.daily_threshold, ({{ var('daily_spend_alert_threshold') }})::numeric(18, 2))
     end

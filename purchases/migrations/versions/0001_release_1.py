@@ -7,6 +7,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 """
+
 from alembic import op
 
 revision = "0001"

@@ -12,6 +12,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01
 """
+
 from alembic import op
 
 revision = "0002"
