@@ -73,6 +73,35 @@ class Settings(BaseSettings):
     login_failure_window_seconds: int = _setting(
         15 * 60, "API_LOGIN_FAILURE_WINDOW_SECONDS", "The window those are counted in."
     )
+    password_hash_concurrency: int = _setting(
+        2, "API_PASSWORD_HASH_CONCURRENCY", "Password hashes (argon2id, CPU-bound) computed at once per worker."
+    )
+    password_hash_queue: int = _setting(
+        16,
+        "API_PASSWORD_HASH_QUEUE",
+        "Logins, sign-ups and password changes that may wait for a hash per worker; beyond, 503 + Retry-After.",
+    )
+    session_revocation_refresh_seconds: float = _setting(
+        2.0,
+        "API_SESSION_REVOCATION_REFRESH_SECONDS",
+        "How often each worker learns of password changes (tokens issued before one stop working).",
+    )
+    idempotency_cache_size: int = _setting(
+        100_000,
+        "API_IDEMPOTENCY_CACHE_SIZE",
+        "Idempotency-Keys per worker whose body is remembered, to refuse a reuse with another body.",
+    )
+    idempotency_cache_seconds: int = _setting(
+        24 * 3600, "API_IDEMPOTENCY_CACHE_SECONDS", "How long such a key's body is remembered."
+    )
+    limit_concurrency: int = _setting(
+        2_000,
+        "API_LIMIT_CONCURRENCY",
+        "Connections and requests a worker serves at once; beyond, new requests are answered 503 at once.",
+    )
+    timeout_keep_alive_seconds: int = _setting(
+        5, "API_TIMEOUT_KEEP_ALIVE_SECONDS", "An idle keep-alive connection is closed after this."
+    )
     db_pool_min_size: int = _setting(1, "API_DB_POOL_MIN_SIZE", "The API's Postgres connection pool, at least.")
     db_pool_max_size: int = _setting(8, "API_DB_POOL_MAX_SIZE", "... and at most.")
     producer_linger_ms: float = _setting(
