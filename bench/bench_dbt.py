@@ -27,9 +27,10 @@ from psycopg.conninfo import make_conninfo
 
 from bench.results import record
 from purchases import transform
+from purchases.roles import setup_warehouse
 from purchases.settings import get_settings
 from purchases.transform.project import profiles_dir
-from purchases.warehouse import bootstrap, drop_database
+from purchases.warehouse import drop_database
 
 HISTORY = int(os.environ.get("BENCH_DBT_HISTORY", 1_000_000))
 BASELINE_HISTORY = int(os.environ.get("BENCH_DBT_BASELINE_HISTORY", 10_000))
@@ -114,7 +115,7 @@ def add_events(conn, count: int, offset: int, *, days: float, until: str, loaded
 def scenario(history: int, target: Path) -> dict:
     """Fresh database with `history` events fully built; then NEW_EVENTS arrive and the increment is timed."""
     drop_database(dsn())
-    bootstrap(dsn())
+    setup_warehouse(dsn())
     os.environ["DBT_DBNAME"] = DATABASE
     with psycopg.connect(dsn(), autocommit=True) as conn:
         conn.execute(CUSTOMERS_SQL, {"customers": CUSTOMERS})

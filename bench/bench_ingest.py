@@ -56,7 +56,8 @@ def main() -> None:  # noqa: C901 - one straight script
     from bench.results import record
     from purchases.broker import ensure_topic, start_embedded_broker
     from purchases.processes import free_port, stop_process
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.roles import setup_warehouse
+    from purchases.warehouse import drop_database
 
     root = Path(__file__).resolve().parents[1]
     workers = int(os.environ.get("API_WORKERS", "1"))
@@ -178,7 +179,7 @@ wrk.headers["Authorization"] = "Bearer {token}"
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-        bootstrap(dsn)
+        setup_warehouse(dsn)
         env = dict(
             os.environ,
             WAREHOUSE_DSN=dsn,

@@ -38,8 +38,9 @@ from purchases.contract import parse_event
 from purchases.load import LoaderConfig
 from purchases.load.records import STAGING_COLUMNS
 from purchases.processes import free_port, stop_process
+from purchases.roles import setup_warehouse
 from purchases.settings import get_settings
-from purchases.warehouse import bootstrap, drop_database
+from purchases.warehouse import drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = int(os.environ.get("BENCH_LOADER_EVENTS", "1000000"))
@@ -223,7 +224,7 @@ def main() -> None:
     broker = start_embedded_broker("127.0.0.1", port, log_path)
     bootstrap_servers = f"127.0.0.1:{port}"
     try:
-        bootstrap(dsn)
+        setup_warehouse(dsn)
         deadline = time.monotonic() + 30
         while True:
             try:

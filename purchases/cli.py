@@ -60,7 +60,7 @@ def run_drain(settings, timeout: float, check_only: bool) -> None:
     if check_only:
         try:
             pending = drain.check(
-                settings.kafka_bootstrap_servers, settings.warehouse_dsn, topic, timeout=max(1.0, min(timeout, 10.0))
+                settings.kafka_bootstrap_servers, settings.dsn_as("loader"), topic, timeout=max(1.0, min(timeout, 10.0))
             )
         except (KafkaException, TimeoutError, KeyError) as exc:
             sys.exit(f"cannot tell what the broker at {settings.kafka_bootstrap_servers} holds: {exc!r}")
@@ -75,7 +75,7 @@ def run_drain(settings, timeout: float, check_only: bool) -> None:
     try:
         drain.drain(
             settings.kafka_bootstrap_servers,
-            settings.warehouse_dsn,
+            settings.dsn_as("loader"),  # the loader's role: what the drain does is loading
             topic,
             timeout,
             say=lambda line: print(line, flush=True),
@@ -121,9 +121,11 @@ def main(argv: list[str] | None = None) -> None:
 
         bootstrap(settings.warehouse_dsn)
     elif args.command == "bootstrap-airflow-database":
-        from purchases.warehouse import ensure_database
+        from purchases.warehouse import ensure_database, keep_private
 
-        ensure_database(settings.airflow_database_url.replace("postgresql+psycopg2://", "postgresql://", 1))
+        airflow_dsn = settings.airflow_database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+        ensure_database(airflow_dsn)
+        keep_private(airflow_dsn)
     elif args.command == "ensure-topic":
         from purchases.broker import ensure_topic
 

@@ -1,7 +1,8 @@
 """The Airflow connections the pipeline's tasks use, resolved by the providers' hooks.
 
-`warehouse` (postgres provider) and `kafka_default` (apache-kafka provider) come from AIRFLOW_CONN_*
-environment variables (scripts/env.sh derives them from the settings; docker-compose.yml sets them).
+`warehouse`, `warehouse_gate` and `warehouse_dbt` (postgres provider; each the warehouse as one part's role)
+and `kafka_default` (apache-kafka provider) come from AIRFLOW_CONN_* environment variables (scripts/env.sh
+derives them from the settings; docker-compose.yml sets them).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 KAFKA_CONN_ID = "kafka_default"
-WAREHOUSE_CONN_ID = "warehouse"
+WAREHOUSE_CONN_ID = "warehouse"  # the loader's role (purchases.roles): the load and replay tasks
+GATE_CONN_ID = "warehouse_gate"  # the quality gate's role
+DBT_CONN_ID = "warehouse_dbt"  # dbt's role: Cosmos maps it to dbt's profile
 
 
 def kafka_settings(conn_id: str = KAFKA_CONN_ID) -> dict[str, Any]:

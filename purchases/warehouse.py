@@ -28,6 +28,14 @@ def ensure_database(dsn: str) -> None:
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
 
 
+def keep_private(dsn: str) -> None:
+    """Only roles granted CONNECT may connect to the database of `dsn` (Postgres lets everyone by default):
+    the parts' roles reach the warehouse, never, say, Airflow's metadata database."""
+    name = conninfo_to_dict(dsn).get("dbname") or "postgres"
+    with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("revoke connect, temporary on database {} from public").format(sql.Identifier(name)))
+
+
 def sqlalchemy_url(dsn: str) -> str:
     """The DSN as a SQLAlchemy URL for psycopg 3 (Alembic's connection)."""
     from sqlalchemy.engine import URL

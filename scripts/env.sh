@@ -18,6 +18,11 @@ _secret() {
 }
 export JWT_SECRET="${JWT_SECRET:-$(_secret jwt_secret)}"
 export GRAFANA_READER_PASSWORD="${GRAFANA_READER_PASSWORD:-$(_secret grafana_reader_password)}"
+# The warehouse's roles, one per part (purchases/roles.py); WAREHOUSE_DSN stays the owner's, for setting up.
+export API_DB_PASSWORD="${API_DB_PASSWORD:-$(_secret api_db_password)}"
+export LOADER_DB_PASSWORD="${LOADER_DB_PASSWORD:-$(_secret loader_db_password)}"
+export GATE_DB_PASSWORD="${GATE_DB_PASSWORD:-$(_secret gate_db_password)}"
+export DBT_DB_PASSWORD="${DBT_DB_PASSWORD:-$(_secret dbt_db_password)}"
 
 # Airflow 3's own configuration: its home inside the project, LocalExecutor, the UI's address and login.
 export AIRFLOW_HOST="${AIRFLOW_HOST:-127.0.0.1}" AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"

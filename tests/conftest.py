@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from support import LOG_DIR, ApiServer, EmbeddedBroker, airflow_url, free_port
+from support import LOG_DIR, ApiServer, EmbeddedBroker, airflow_url, free_port, prepare_warehouse
 
 from purchases.settings import Settings, exports, postgres_url
 
@@ -34,7 +34,20 @@ BROKER = f"127.0.0.1:{BROKER_PORT}"
 
 # Airflow reads its configuration when first imported, so the test environment is set before any test
 # module is collected. Connections come from AIRFLOW_CONN_* like in `make up`, derived from the settings.
+# Every part's role gets a password of this session's (locally Postgres trusts 127.0.0.1, so they are not
+# checked there; in the Docker stack they are).
+ROLE_PASSWORDS = {
+    name: secrets.token_urlsafe(16)
+    for name in (
+        "API_DB_PASSWORD",
+        "LOADER_DB_PASSWORD",
+        "GATE_DB_PASSWORD",
+        "DBT_DB_PASSWORD",
+        "GRAFANA_READER_PASSWORD",
+    )
+}
 TEST_SETTINGS = Settings(
+    **ROLE_PASSWORDS,
     WAREHOUSE_DSN=WAREHOUSE_DSN,
     KAFKA_BOOTSTRAP_SERVERS=BROKER,
     PURCHASES_TOPIC="purchases",
@@ -42,6 +55,7 @@ TEST_SETTINGS = Settings(
 )
 TEST_ENV = {
     **exports(TEST_SETTINGS, {}),
+    **ROLE_PASSWORDS,
     "PURCHASES_PARTITIONS": "3",
     "JWT_SECRET": secrets.token_urlsafe(32),
     "AIRFLOW_HOME": str(AIRFLOW_HOME),
@@ -64,9 +78,9 @@ LOG_DIR.mkdir(parents=True, exist_ok=True)
 @pytest.fixture(scope="session")
 def warehouse_dsn():
     """A fresh warehouse database with the app and staging tables, dropped after the session."""
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.warehouse import drop_database
 
-    bootstrap(WAREHOUSE_DSN)
+    prepare_warehouse(WAREHOUSE_DSN)
     yield WAREHOUSE_DSN
     drop_database(WAREHOUSE_DSN)
 
@@ -100,10 +114,11 @@ def transform_manifest():
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated Airflow metadata database for `dag.test()` runs in this process."""
-    from purchases.warehouse import drop_database, ensure_database
+    from purchases.warehouse import drop_database, ensure_database, keep_private
 
     dsn = AIRFLOW_DSN
     ensure_database(dsn)
+    keep_private(dsn)  # as `make up` keeps Airflow's database: the warehouse's roles cannot connect
     subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
         check=True,

@@ -110,6 +110,25 @@ def airflow_url(dsn: str) -> str:
     return sqlalchemy_url(dsn).replace("postgresql+psycopg://", "postgresql+psycopg2://", 1)
 
 
+def prepare_warehouse(dsn: str) -> str:
+    """A warehouse as `make up` makes one: the database, its migrations, every part's role and grants (the
+    passwords from the settings of the environment: tests/conftest.py sets them). Returns `dsn`."""
+    from purchases.roles import setup_warehouse
+
+    return setup_warehouse(dsn)
+
+
+def warehouse_environment(dsn: str) -> dict[str, str]:
+    """What points the pipeline's programs at the warehouse `dsn` (owner's): WAREHOUSE_DSN, the Airflow
+    connections of the parts' roles and dbt's profile variables, derived as scripts/env.sh derives them."""
+    from purchases.settings import Settings, exports
+
+    settings = Settings(WAREHOUSE_DSN=dsn)
+    derived = exports(settings, {})
+    keep = ("WAREHOUSE_DSN", "AIRFLOW_CONN_WAREHOUSE", "AIRFLOW_CONN_WAREHOUSE_GATE", "AIRFLOW_CONN_WAREHOUSE_DBT")
+    return {name: value for name, value in derived.items() if name in keep or name.startswith("DBT_")}
+
+
 def pass_quality_gate(conn) -> None:
     """What the loader and the quality gate do for rows a test put into staging by hand: give them one batch
     that the gate passed (staging.loaded_batches), so that the marts read them."""

@@ -11,7 +11,7 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
     # Opened in the app's lifespan without waiting, so the API starts (and /healthz answers) while the
     # database is still coming up; requests that need it meanwhile answer 503.
     return AsyncConnectionPool(
-        settings.warehouse_dsn,
+        settings.dsn_as("api"),  # the API's own role: customers, staging's purchases, the marts; nothing more
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         open=False,

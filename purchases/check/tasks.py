@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purchases.connections import warehouse_dsn
+from purchases.connections import GATE_CONN_ID, warehouse_dsn
 
 
 def quality_gate(run_name: str, outlet_events, asset) -> dict[str, Any]:
@@ -14,7 +14,7 @@ def quality_gate(run_name: str, outlet_events, asset) -> dict[str, Any]:
     from purchases.check import QualityGateFailed, run_quality_gate
 
     try:
-        result = run_quality_gate(warehouse_dsn(), run_name=run_name)
+        result = run_quality_gate(warehouse_dsn(GATE_CONN_ID), run_name=run_name)
     except QualityGateFailed as exc:
         # Bad rows do not get better by retrying: fail now, visibly, and hold the transform back.
         raise AirflowFailException(str(exc)) from None

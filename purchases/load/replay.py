@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     from purchases.settings import get_settings
 
     parser = argparse.ArgumentParser(prog="python -m purchases.load.replay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dsn", default=get_settings().warehouse_dsn)
+    parser.add_argument("--dsn", default=get_settings().dsn_as("loader"))
     parser.add_argument("--reason-contains", help="only rejections whose reason contains this text")
     parser.add_argument(
         "--rejection-id", type=int, action="append", dest="rejection_ids", help="only this rejection_id (repeatable)"

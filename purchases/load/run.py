@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m purchases.load", description="Load purchase events from Kafka into staging, exactly once."
     )
     parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers)
-    parser.add_argument("--dsn", default=settings.warehouse_dsn)
+    parser.add_argument("--dsn", default=settings.dsn_as("loader"))
     parser.add_argument("--topic", default=settings.purchases_topic)
     commands = parser.add_subparsers(dest="command", required=True)
     load = commands.add_parser("load", help="load one partition for a time window")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purchases.transform.project import dbt_executable, manifest_path, profiles_dir, project_dir
+from purchases.transform.project import dbt_executable, manifest_path, project_dir
 
 
 def cosmos_task_group_args() -> dict[str, Any]:
@@ -30,6 +30,10 @@ def cosmos_task_group_args() -> dict[str, Any]:
         SourceRenderingBehavior,
         TestBehavior,
     )
+    from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+    from purchases.connections import DBT_CONN_ID
+    from purchases.settings import Settings
 
     manifest = manifest_path()
     if not manifest.exists():
@@ -45,8 +49,15 @@ def cosmos_task_group_args() -> dict[str, Any]:
             install_dbt_deps=False,
             env_vars={"DBT_EXCLUDE_RESOURCE_TYPES": "unit_test"},
         ),
+        # dbt's profile from the Airflow connection `warehouse_dbt` (dbt's own role), as Cosmos maps it: the DAG
+        # needs no profiles.yml, and the connection is defined once with the others (AIRFLOW_CONN_*).
         "profile_config": ProfileConfig(
-            profile_name="purchases", target_name="warehouse", profiles_yml_filepath=profiles_dir() / "profiles.yml"
+            profile_name="purchases",
+            target_name="warehouse",
+            profile_mapping=PostgresUserPasswordProfileMapping(
+                conn_id=DBT_CONN_ID,
+                profile_args={"schema": "marts", "threads": Settings().dbt_threads, "connect_timeout": 10},
+            ),
         ),
         "execution_config": ExecutionConfig(
             execution_mode=ExecutionMode.WATCHER,

@@ -9,16 +9,18 @@ import secrets
 import httpx
 import pytest
 from api_support import API_TOPIC, Api, Customer, ensure_api_topic, free_port, record_purchases, sign_up
-from psycopg.conninfo import make_conninfo
+from support import prepare_warehouse
 
 
 @pytest.fixture(scope="session")
 def api_dsn():
     """A warehouse database of the API tests' own."""
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.settings import postgres_url
+    from purchases.warehouse import drop_database
 
-    dsn = make_conninfo(os.environ["WAREHOUSE_DSN"], dbname=f"purchases_apitest_{secrets.token_hex(4)}")
-    bootstrap(dsn)
+    dsn = prepare_warehouse(
+        postgres_url(os.environ["WAREHOUSE_DSN"], dbname=f"purchases_apitest_{secrets.token_hex(4)}")
+    )
     yield dsn
     drop_database(dsn)
 

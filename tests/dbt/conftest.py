@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from dbt_test_data import SEED_THRESHOLDS_CSV
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
+from support import prepare_warehouse, warehouse_environment
 
 from purchases import transform
 
@@ -28,24 +29,22 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 @pytest.fixture(scope="session")
 def dbt_database(warehouse_dsn, tmp_path_factory):
     """This folder's warehouse database and project copy (created once), and the environment naming them."""
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.settings import postgres_url
+    from purchases.warehouse import drop_database
 
     name = conninfo_to_dict(warehouse_dsn)["dbname"] + "_dbt"
-    dsn = make_conninfo(warehouse_dsn, dbname=name)
-    bootstrap(dsn)
+    dsn = prepare_warehouse(postgres_url(warehouse_dsn, dbname=name))
 
     base = tmp_path_factory.mktemp("dbt")
     project = base / "project"
     shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     (project / "seeds" / "spend_thresholds.csv").write_text(SEED_THRESHOLDS_CSV)
     environment = {
-        "DBT_DBNAME": name,
+        **warehouse_environment(dsn),
         "DBT_PROJECT_DIR": str(project),
         "DBT_PROFILES_DIR": str(ROOT / "dbt"),
         "DBT_MANIFEST_PATH": str(base / "manifest" / "manifest.json"),
         "DBT_DOCS_DIR": str(base / "docs"),
-        "WAREHOUSE_DSN": dsn,
-        "AIRFLOW_CONN_WAREHOUSE": dsn,
     }
     yield {"dsn": dsn, "project": project, "environment": environment}
     drop_database(dsn)

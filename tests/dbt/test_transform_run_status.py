@@ -19,8 +19,8 @@ from unittest import mock
 import psycopg
 import pytest
 from dbt_test_data import FIRST_BATCH, add_customers, load_purchases
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from support import load_dag
+from psycopg.conninfo import conninfo_to_dict
+from support import load_dag, prepare_warehouse, warehouse_environment
 
 from purchases import transform
 
@@ -41,20 +41,18 @@ INJECTED_MODELS = {
 def own_warehouse(dbt_env, airflow_db, tmp_path, monkeypatch):
     """A new warehouse database (the app and staging tables, nothing loaded, no marts) and a copy of the dbt
     project, with the environment pointing dbt, the DAG and the docs at them for one test."""
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.settings import postgres_url
+    from purchases.warehouse import drop_database
 
     name = f"{conninfo_to_dict(dbt_env['dsn'])['dbname']}_{secrets.token_hex(3)}"  # beside the folder's database
-    dsn = make_conninfo(dbt_env["dsn"], dbname=name)
-    bootstrap(dsn)
+    dsn = prepare_warehouse(postgres_url(dbt_env["dsn"], dbname=name))
     project = tmp_path / "project"
     shutil.copytree(ROOT / "dbt", project, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages"))
     for key, value in {
-        "DBT_DBNAME": name,
+        **warehouse_environment(dsn),
         "DBT_PROJECT_DIR": str(project),
         "DBT_MANIFEST_PATH": str(tmp_path / "manifest" / "manifest.json"),
         "DBT_DOCS_DIR": str(tmp_path / "docs"),
-        "WAREHOUSE_DSN": dsn,
-        "AIRFLOW_CONN_WAREHOUSE": dsn,
     }.items():
         monkeypatch.setenv(key, value)
     try:
@@ -213,6 +211,7 @@ def test_a_failed_build_fails_the_run_and_still_does_after_the_run_is_cleared(ow
     # after it are built, the other still fails, and so does the run.
     with psycopg.connect(own_warehouse["dsn"], autocommit=True) as conn:
         conn.execute("create table public.created_after_the_first_run as select 'here now' as note")
+        conn.execute("grant select on public.created_after_the_first_run to purchases_dbt")  # dbt's own role
     again = clear_and_rerun(dag, run)
     states = task_states(again)
     assert again.run_id == run.run_id

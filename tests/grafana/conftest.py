@@ -24,7 +24,8 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from support import pass_quality_gate
 
-from purchases.roles import drop_reader_role, ensure_reader_role
+from purchases.roles import drop_role, ensure_roles, passwords_of
+from purchases.settings import Settings
 from purchases.warehouse import bootstrap, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +185,7 @@ def warehouse(tmp_path_factory) -> Warehouse:
     password = secrets.token_urlsafe(24)
     bootstrap(dsn)
     try:
-        ensure_reader_role(dsn, password, role)
+        ensure_roles(dsn, {**passwords_of(Settings()), "reader": password}, reader=role)
 
         now = datetime.now(UTC).replace(microsecond=0)
         today_start = now.replace(hour=0, minute=0, second=0)
@@ -206,5 +207,5 @@ def warehouse(tmp_path_factory) -> Warehouse:
         yield Warehouse(dsn, reader_dsn, role, password, now, today_start, customers, purchases, rejected)
     finally:
         # The role holds grants in this database only: drop them and it, then the database.
-        drop_reader_role(dsn, role)
+        drop_role(dsn, role)
         drop_database(dsn)

@@ -1,4 +1,4 @@
-"""purchases.roles: the read-only role is created, updated and re-run safely, and says what is missing."""
+"""purchases.roles: Grafana's read-only role is created, updated and re-run safely, and says what is missing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from purchases.roles import drop_reader_role, ensure_reader_role, main
+from purchases.roles import drop_role, ensure_roles, main, passwords_of
+from purchases.settings import Settings
 from purchases.warehouse import bootstrap, drop_database
 
 
@@ -24,8 +25,13 @@ def scratch():
     role = f"grafana_reader_test_{secrets.token_hex(4)}"
     bootstrap(dsn)
     yield dsn, role
-    drop_reader_role(dsn, role)
+    drop_role(dsn, role)
     drop_database(dsn)
+
+
+def ensure_reader_role(dsn: str, password: str, role: str) -> None:
+    """The roles of every part, with this reader's name and password."""
+    ensure_roles(dsn, {**passwords_of(Settings()), "reader": password}, reader=role)
 
 
 def verifier(dsn: str, role: str) -> str:
@@ -68,10 +74,10 @@ def test_an_empty_password_is_refused_with_the_setting_to_fix(scratch):
 def test_command_line(scratch, monkeypatch, capsys):
     dsn, role = scratch
     monkeypatch.setenv("GRAFANA_READER_PASSWORD", "pw")
-    assert main(["--dsn", dsn, "--role", role]) == 0
-    assert role in capsys.readouterr().out
+    assert main(["--dsn", dsn, "--reader", role]) == 0
+    assert "purchases_api" in capsys.readouterr().out
     monkeypatch.setenv("GRAFANA_READER_PASSWORD", "")
-    assert main(["--dsn", dsn, "--role", role]) == 2
+    assert main(["--dsn", dsn, "--reader", role]) == 2
     assert "GRAFANA_READER_PASSWORD" in capsys.readouterr().err
 
 
@@ -79,6 +85,6 @@ def test_runs_as_a_module_like_the_docker_stack_runs_it(scratch):
     dsn, role = scratch
     env = dict(os.environ, WAREHOUSE_DSN=dsn, GRAFANA_READER_PASSWORD="pw")
     result = subprocess.run(
-        [sys.executable, "-m", "purchases.roles", "--role", role], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "purchases.roles", "--reader", role], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from support import prepare_warehouse, warehouse_environment
 
 from .helpers import Staged, add_customers, create_topic
 
@@ -20,18 +21,18 @@ def warehouse_dsn(warehouse_dsn):
     from psycopg.conninfo import conninfo_to_dict
 
     from purchases.settings import postgres_url
-    from purchases.warehouse import bootstrap, drop_database
+    from purchases.warehouse import drop_database
 
-    dsn = postgres_url(warehouse_dsn, dbname=conninfo_to_dict(warehouse_dsn)["dbname"] + "_loader")
-    bootstrap(dsn)
+    dsn = prepare_warehouse(postgres_url(warehouse_dsn, dbname=conninfo_to_dict(warehouse_dsn)["dbname"] + "_loader"))
     yield dsn
     drop_database(dsn)
 
 
 @pytest.fixture(autouse=True)
 def airflow_warehouse_connection(warehouse_dsn, monkeypatch):
-    """The DAGs run by these tests write to the loader tests' database too."""
-    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", warehouse_dsn)
+    """The DAGs run by these tests write to the loader tests' database too (as the parts' roles)."""
+    for name, value in warehouse_environment(warehouse_dsn).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
