@@ -13,6 +13,11 @@ the same tool (wrk, 1 thread) with the same request (same body, same bearer toke
    4) connections, BENCH_INGEST_BATCH_ROUNDS rounds (default 3), alternating likewise. Figure
    ingest_batch_purchases_per_s: median purchases/s; baseline: the bare endpoint receiving the same bodies.
    Goal >= 50,000 purchases/s.
+3. The session revocation check (a token issued before its customer's password change is refused; every
+   worker keeps customer -> "issued before this is revoked" in memory). Figure token_check_ns: in-process,
+   ns per TokenCodec.customer_of of a remembered token (what every buy pays) with REVOCATIONS customers in the
+   map; baseline: the same with an empty map; also the dict lookup alone. The API of 1. and 2. runs with
+   REVOCATIONS password changes in its map too (customers changed 2 minutes before it started).
 
 The machine is shared (2 cores): load_average_1m is recorded with each figure, and every round is kept.
 
@@ -38,6 +43,43 @@ async def bare_health() -> dict:
     return {"status": "ok"}
 
 
+REVOCATIONS = 10_000
+
+
+def token_check_cost(calls: int = 200_000, repeat: int = 5) -> dict:
+    """ns per check of a remembered token, best of `repeat` runs of `calls`: the map empty, holding
+    REVOCATIONS other customers, holding the token's own customer too (changed before it was issued, so
+    the check passes after comparing), and the lookup alone."""
+    import time
+    import uuid
+
+    from ingest_api.core.security import TokenCodec
+
+    def ns_per(call) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            started = time.perf_counter()
+            for _ in range(calls):
+                call()
+            best = min(best, (time.perf_counter() - started) / calls)
+        return round(best * 1e9, 1)
+
+    codec = TokenCodec("bench-secret-bench-secret-bench-secret", 3600)
+    customer = uuid.uuid4()
+    token = codec.issue(customer)
+    codec.customer_of(token)  # remembered from now on, as after a client's first request
+    empty = ns_per(lambda: codec.customer_of(token))
+    now = time.time()
+    for _ in range(REVOCATIONS):
+        codec.revoke_issued_before(uuid.uuid4(), now)
+    others = ns_per(lambda: codec.customer_of(token))
+    codec.revoke_issued_before(customer, now - 60)
+    own = ns_per(lambda: codec.customer_of(token))
+    revoked = codec._revoked_before
+    lookup = ns_per(lambda: revoked.get(customer))
+    return {"empty_map_ns": empty, "others_in_map_ns": others, "own_in_map_ns": own, "lookup_alone_ns": lookup}
+
+
 def main() -> None:  # noqa: C901 - one straight script
     import json
     import os
@@ -51,6 +93,7 @@ def main() -> None:  # noqa: C901 - one straight script
     from pathlib import Path
 
     import httpx
+    import psycopg
     from psycopg.conninfo import make_conninfo
 
     from bench.results import record
@@ -167,6 +210,20 @@ wrk.headers["Authorization"] = "Bearer {token}"
             "socket_errors": int(socket_errors),
         }
 
+    check = token_check_cost()
+    record(
+        "token_check_ns",
+        check["others_in_map_ns"],
+        "ns",
+        check["empty_map_ns"],
+        higher_is_better=False,
+        revocations_in_map=REVOCATIONS,
+        calls=200_000,
+        baseline_is="the same remembered-token check with an empty revocation map",
+        **check,
+        load_average_1m=round(os.getloadavg()[0], 2),
+    )
+
     try:
         broker = start_embedded_broker("127.0.0.1", broker_port, log_dir / "bench_ingest_broker.log")
         processes.append(broker)
@@ -180,6 +237,15 @@ wrk.headers["Authorization"] = "Bearer {token}"
                     raise
                 time.sleep(0.5)
         setup_warehouse(dsn)
+        # Each worker's revocation map holds REVOCATIONS customers while the rounds run (loaded by its first
+        # refresh; 2 minutes old, so that later refreshes, which re-read the last minute, skip them).
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                """insert into app.customers (customer_id, username, password_hash, password_changed_at)
+                   select gen_random_uuid(), 'revoked_' || i, 'x', now() - interval '2 minutes'
+                   from generate_series(1, %s) as i""",
+                (REVOCATIONS,),
+            )
         env = dict(
             os.environ,
             WAREHOUSE_DSN=dsn,
@@ -255,6 +321,7 @@ wrk.headers["Authorization"] = "Bearer {token}"
             rounds=rounds,
             seconds_per_round=seconds,
             load_tool="wrk -t1",
+            revocations_in_map=REVOCATIONS,
             failed_requests=failures,
             requests=sum(r["requests"] for r in real_rounds),
             load_average_1m=round(machine_load, 2),

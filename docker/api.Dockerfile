@@ -21,4 +21,4 @@ USER api
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=5 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"API_PORT\"]}/healthz', timeout=2)"
-CMD ["sh", "-c", "exec uvicorn ingest_api.main:app --host \"$API_HOST\" --port \"$API_PORT\" --workers \"$API_WORKERS\" --no-access-log"]
+CMD ["python", "-m", "ingest_api"]

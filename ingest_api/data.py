@@ -1,6 +1,7 @@
 """Every SQL statement the API runs, one named function each; the routes call these and hold no SQL.
 
-What it reads and writes: app.customers (the accounts), staging.purchase_events and
+What it reads and writes: app.customers (the accounts), app.login_failures (wrong passwords per username,
+shared by every worker), staging.purchase_events and
 staging.purchase_events_rejected (written by the loader), marts.customer_spend (built by dbt; its columns
 are fixed by the model's enforced contract). Rows come back as dicts keyed by column name, which
 the routes turn into the answers of schemas.py. The connections are in autocommit mode (core/db.py).
@@ -9,7 +10,7 @@ the routes turn into the answers of schemas.py. The connections are in autocommi
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -60,11 +61,81 @@ async def customer_by_id(conn: AsyncConnection, customer_id: uuid.UUID) -> dict 
     return await _one(conn, f"{_CUSTOMER} where customer_id = %s", (customer_id,))
 
 
-async def update_password_hash(conn: AsyncConnection, customer_id: uuid.UUID, password_hash: str) -> None:
+async def update_password_hash(
+    conn: AsyncConnection, customer_id: uuid.UUID, password_hash: str, changed_at: datetime
+) -> None:
+    """`changed_at` is the API's clock, as the tokens' `iat` is: those issued before it stop working."""
     await conn.execute(
-        "update app.customers set password_hash = %s, updated_at = now() where customer_id = %s",
-        (password_hash, customer_id),
+        """update app.customers set password_hash = %s, password_changed_at = %s, updated_at = now()
+           where customer_id = %s""",
+        (password_hash, changed_at, customer_id),
     )
+
+
+async def mark_password_changed(conn: AsyncConnection, customer_id: uuid.UUID, changed_at: datetime) -> None:
+    await conn.execute(
+        "update app.customers set password_changed_at = %s where customer_id = %s", (changed_at, customer_id)
+    )
+
+
+async def password_changes_since(conn: AsyncConnection, since: datetime) -> list[tuple[uuid.UUID, datetime]]:
+    """(customer_id, password_changed_at) of the passwords changed after `since`: a range scan of the partial
+    index on password_changed_at, run by every worker every few seconds."""
+    cur = await conn.execute(
+        "select customer_id, password_changed_at from app.customers where password_changed_at > %s", (since,)
+    )
+    return await cur.fetchall()
+
+
+# wrong passwords per username (app.login_failures), for every worker alike ---------------------------------
+# A row holds the failures within the window, oldest first, never more than the limit: an attempt is added
+# only while fewer are recent, and a locked username's attempts are refused without being added.
+
+_COUNT_ATTEMPT = """
+insert into app.login_failures as f (username, failed_at, last_failed_at)
+values (%(username)s, array[statement_timestamp()], statement_timestamp())
+on conflict (username) do update
+    set failed_at = array(
+            select t from unnest(f.failed_at) as t where t > statement_timestamp() - %(window)s order by t
+        ) || statement_timestamp(),
+        last_failed_at = statement_timestamp()
+    where (select count(*) from unnest(f.failed_at) as t where t > statement_timestamp() - %(window)s) < %(max)s::int
+returning true
+"""
+
+
+async def count_login_attempt(conn: AsyncConnection, username: str, max_failures: int, window: timedelta) -> bool:
+    """Counts an attempt on `username` as a failure, before its password is checked; False (and not counted)
+    if `max_failures` are already recent. One statement: the upsert locks the username's row, so concurrent
+    attempts are counted one after the other and at most `max_failures` per window get through."""
+    cur = await conn.execute(_COUNT_ATTEMPT, {"username": username, "window": window, "max": max_failures})
+    return await cur.fetchone() is not None
+
+
+async def login_retry_after(conn: AsyncConnection, username: str, max_failures: int, window: timedelta) -> float | None:
+    """Seconds until `username` has fewer than `max_failures` recent failures; None if it has already."""
+    cur = await conn.execute(
+        """select extract(epoch from (array_agg(t order by t))[(count(*) - %(max)s::int + 1)::int]
+                                     + %(window)s - statement_timestamp())::float8
+           from app.login_failures, unnest(failed_at) as t
+           where username = %(username)s and t > statement_timestamp() - %(window)s""",
+        {"username": username, "window": window, "max": max_failures},
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def clear_login_failures(conn: AsyncConnection, username: str) -> None:
+    """A right password clears the username's earlier mistakes."""
+    await conn.execute("delete from app.login_failures where username = %s", (username,))
+
+
+async def prune_login_failures(conn: AsyncConnection, window: timedelta) -> int:
+    """Forgets the usernames whose newest failure has left the window. Returns how many."""
+    cur = await conn.execute(
+        "delete from app.login_failures where last_failed_at <= statement_timestamp() - %s", (window,)
+    )
+    return cur.rowcount
 
 
 # purchases: a customer's, newest first, in keyset pages ------------------------------------------------
@@ -102,6 +173,18 @@ async def rejected_purchase(conn: AsyncConnection, event_id: uuid.UUID, customer
         conn,
         """select event_id, reason, rejected_at from staging.purchase_events_rejected
                                where event_id = %s and customer_id = %s order by rejected_at desc limit 1""",
+        (event_id, customer_id),
+    )
+
+
+async def idempotency_conflicts(conn: AsyncConnection, event_id: uuid.UUID, customer_id: uuid.UUID) -> list[dict]:
+    """reason, rejected_at of the records of this event the loader rejected as idempotency conflicts (the same
+    Idempotency-Key, another body), oldest first, at most 100."""
+    return await _all(
+        conn,
+        """select reason, rejected_at from staging.purchase_events_rejected
+            where event_id = %s and customer_id = %s and reason like 'idempotency conflict:%%'
+            order by rejected_at, rejection_id limit 100""",
         (event_id, customer_id),
     )
 

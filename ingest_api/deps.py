@@ -2,12 +2,17 @@
 
 The settings (`purchases.settings.Settings`, put on app.state by create_app), the database pool and a
 connection from it, the producer, the token codec, the login limiter, password hashing, and the calling
-customer (from the bearer token, checked offline). The buy routes get the customer and the producer the
-same way but without FastAPI's dependency solving (accept/hot_path.py).
+customer (from the bearer token, checked offline, revoked sessions included). The buy routes get the
+customer and the producer the same way but without FastAPI's dependency solving (accept/hot_path.py).
+
+Two tasks run beside the requests in every worker: the session revocations' refresh (accounts/sessions.py)
+and the pruning of old login failures (core/login_limiter.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingest_api import errors
 from ingest_api.accept.producer import PurchaseProducer
+from ingest_api.accounts.sessions import SessionRevocations
 from ingest_api.core.db import make_pool
 from ingest_api.core.login_limiter import LoginLimiter
 from ingest_api.core.security import InvalidToken, Passwords, TokenCodec
@@ -31,10 +37,12 @@ from purchases.settings import Settings
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     app.state.tokens = TokenCodec(settings.jwt_secret, settings.jwt_ttl_seconds)
-    app.state.login_limiter = LoginLimiter(settings.login_max_failures, settings.login_failure_window_seconds)
-    app.state.passwords = Passwords()
+    app.state.passwords = Passwords(settings.password_hash_concurrency, settings.password_hash_queue)
     app.state.pool = make_pool(settings)
     await app.state.pool.open(wait=False)
+    app.state.login_limiter = LoginLimiter(
+        app.state.pool, settings.login_max_failures, settings.login_failure_window_seconds
+    )
     # A small linger keeps the 202 fast; the broker batches what is in flight anyway.
     app.state.producer = PurchaseProducer(
         settings.kafka_bootstrap_servers,
@@ -43,14 +51,28 @@ async def lifespan(app: FastAPI):
         settings.producer_linger_ms,
     )
     await app.state.producer.start()
+    revocations = SessionRevocations(app.state.pool, app.state.tokens, settings.session_revocation_refresh_seconds)
+    background = [
+        asyncio.create_task(revocations.refresh_forever(), name="session revocations"),
+        # Every tenth of the window: the table holds at most ~1.1 windows' worth of usernames.
+        asyncio.create_task(
+            app.state.login_limiter.prune_forever(max(1.0, settings.login_failure_window_seconds / 10)),
+            name="login failures pruning",
+        ),
+    ]
     # What exists now lives as long as the process: keep it out of the garbage collector's full
     # passes, which would otherwise walk it all, every time, in the middle of requests.
     gc.freeze()
     try:
         yield
     finally:
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await app.state.producer.stop()
         await app.state.pool.close()
+        app.state.passwords.close()
 
 
 # Each is `async`: FastAPI runs a plain `def` dependency in a worker thread.
@@ -94,6 +116,7 @@ async def current_customer_id(request: Request, token: Annotated[str | None, Dep
 
 
 def customer_for_token(request: Request, token: str) -> uuid.UUID:
+    """Signature, expiry and revocation (a password changed since the token was issued): no database read."""
     try:
         return request.app.state.tokens.customer_of(token)
     except InvalidToken as exc:

@@ -18,6 +18,7 @@ from psycopg_pool import PoolTimeout
 from pydantic import BaseModel
 
 from ingest_api.accept.producer import BrokerUnavailable
+from ingest_api.core.security import PasswordsBusy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ BAD_BODY = _documented(400, "The body is not UTF-8 JSON.")
 
 # 401 -------------------------------------------------------------------------------------------------
 AUTH_ERRORS = _documented(401, "Missing, forged, tampered or expired token.")
+# A username that cannot exist (not one sign-up would take) gets this same answer, without the database.
 WRONG_LOGIN = _documented(401, "Wrong username or password.")
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -143,6 +145,26 @@ async def broker_unavailable(request: Request, exc: BrokerUnavailable) -> JSONRe
     )
 
 
+# Signing up, logging in and changing a password hash a password (argon2id, ~190 ms of CPU); each worker
+# runs API_PASSWORD_HASH_CONCURRENCY at once and lets API_PASSWORD_HASH_QUEUE more wait. Beyond, 503 at once
+# (raised by core/security.py's Passwords.admitted), before any database work. Retry-After: the smallest
+# there is, as a place frees whenever a hash ends (each ~120 ms here, two at once per worker).
+PASSWORDS_BUSY_RETRY_AFTER_SECONDS = 1
+PASSWORDS_BUSY = _documented(
+    503,
+    "Too many password checks in progress (or the database is unavailable); retry after `Retry-After` seconds.",
+    headers=RETRY_AFTER_SECONDS,
+)
+
+
+async def passwords_busy(_request: Request, _exc: PasswordsBusy) -> JSONResponse:
+    return JSONResponse(
+        {"detail": "Too many password checks in progress; retry later."},
+        status_code=503,
+        headers={"Retry-After": str(PASSWORDS_BUSY_RETRY_AFTER_SECONDS)},
+    )
+
+
 async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unavailable: %s", exc)
     return JSONResponse(
@@ -152,6 +174,7 @@ async def database_unavailable(_request: Request, exc: Exception) -> JSONRespons
 
 EXCEPTION_HANDLERS = {
     BrokerUnavailable: broker_unavailable,
+    PasswordsBusy: passwords_busy,
     psycopg.OperationalError: database_unavailable,
     PoolTimeout: database_unavailable,
 }

@@ -89,6 +89,24 @@ class RecordedPurchase(BaseModel):
     recorded_at: datetime
 
 
+class IdempotencyConflict(BaseModel):
+    """A later request that reused this purchase's Idempotency-Key with another body: it was not recorded."""
+
+    reason: str = Field(description='The loader\'s reason, "idempotency conflict: ...".')
+    rejected_at: datetime
+
+
+class RecordedPurchaseDetail(RecordedPurchase):
+    """One recorded purchase, and the requests refused for reusing its Idempotency-Key with another body."""
+
+    conflicts: list[IdempotencyConflict] = Field(
+        default_factory=list,
+        description="Requests with this purchase's Idempotency-Key but another body, which the API could not "
+        "refuse itself (another worker took them, or it no longer remembered the key) and the loader rejected; "
+        "oldest first. Empty normally.",
+    )
+
+
 class RejectedPurchase(BaseModel):
     """An accepted event the loader could not record; `reason` says why."""
 
@@ -98,7 +116,7 @@ class RejectedPurchase(BaseModel):
     rejected_at: datetime
 
 
-PurchaseDetail = Annotated[RecordedPurchase | RejectedPurchase, Field(discriminator="status")]
+PurchaseDetail = Annotated[RecordedPurchaseDetail | RejectedPurchase, Field(discriminator="status")]
 
 
 class PurchasePage(BaseModel):

@@ -33,6 +33,7 @@ Money is `Decimal` everywhere and travels as a JSON string, never as a float.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -49,6 +50,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -93,6 +95,15 @@ CANONICAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]
 
 # Fixed namespace so that (customer, Idempotency-Key) always maps to the same event id.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c2b1e-5d3a-4c1e-9b7a-2a6f0c9d8e41")
+# Purchase i of a batch sent with a key: a namespace of its own, so that no single purchase's key (not even
+# "<key>#0") can give the id of a batch's purchase, nor the other way round.
+BATCH_IDEMPOTENCY_NAMESPACE = uuid.UUID("2d0b7f4e-8a6c-4f51-b3e9-5c1a7d9e0f62")
+# The extra field of a keyed purchase's event that carries its request fingerprint (`request_fingerprint`),
+# and the form the API writes it in: "v<version>:<hex digest>". Fingerprints of different versions are not
+# compared (neither is anything else in that field).
+REQUEST_FINGERPRINT = "request_fingerprint"
+REQUEST_FINGERPRINT_VERSION = "v1"
+CANONICAL_FINGERPRINT = re.compile(r"v[0-9]{1,3}:[0-9a-f]{16,64}")
 
 
 def utcnow() -> datetime:
@@ -358,10 +369,56 @@ def event_id_for(customer_id: uuid.UUID, idempotency_key: str | None) -> uuid.UU
     return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{customer_id}/{idempotency_key}")
 
 
+def batch_event_id_for(customer_id: uuid.UUID, idempotency_key: str, index: int) -> uuid.UUID:
+    """The event id of purchase `index` (from 0) of a batch sent with an Idempotency-Key: uuid5 of
+    `<customer>/<key>#<index>` in the batch namespace, never the id of a single purchase's key."""
+    return uuid.uuid5(BATCH_IDEMPOTENCY_NAMESPACE, f"{customer_id}/{idempotency_key}#{index}")
+
+
+# What a fingerprint covers: every field of a request, as the contract normalised it, in a fixed order (not
+# the model's, so that a field added to PurchaseRequest later changes no fingerprint of today).
+_fingerprinted = TypeAdapter(tuple[str, str | None, int, Decimal, str, datetime | None]).serializer.to_json
+
+
+def request_fingerprint(request: PurchaseRequest) -> str:
+    """A retry is the same request again; reusing its Idempotency-Key for another purchase is not. This tells
+    them apart: a hash (BLAKE2b, 128 bits) of the request as the contract normalised it. So a price written
+    12.5 or "12.50", a time in another offset, a currency or description left out or given as its default,
+    are the same body; any other value is another. A missing `purchased_at` (meaning "now") is hashed as
+    missing, so two requests without one are the same body even though their events get different times."""
+    fields = (
+        request.product_name,
+        request.description,
+        request.quantity,
+        request.unit_price,
+        request.currency,
+        request.purchased_at,
+    )
+    digest = hashlib.blake2b(_fingerprinted(fields), digest_size=16).hexdigest()
+    return f"{REQUEST_FINGERPRINT_VERSION}:{digest}"
+
+
+def fingerprints_comparable(first: str, second: str) -> bool:
+    """Whether two request fingerprints were made the same way (the same version), so that comparing says
+    anything."""
+    return first.partition(":")[0] == second.partition(":")[0]
+
+
 def build_event(
-    customer_id: uuid.UUID, request: PurchaseRequest, idempotency_key: str | None = None, now: datetime | None = None
+    customer_id: uuid.UUID,
+    request: PurchaseRequest,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+    fingerprint: str | None = None,
 ) -> PurchaseEvent:
-    """The event for a validated request: its fields are already normalised (UTC time, 2-place price)."""
+    """The event for a validated request: its fields are already normalised (UTC time, 2-place price).
+
+    With an Idempotency-Key the event carries the request's fingerprint (computed unless given) in the extra
+    field `request_fingerprint`, so that the loader can tell a retry from a reuse of the key for another
+    purchase. Without a key there is nothing to tell apart, and no fingerprint."""
+    if idempotency_key is not None and fingerprint is None:
+        fingerprint = request_fingerprint(request)
+    extra = {REQUEST_FINGERPRINT: fingerprint} if fingerprint is not None else {}
     return PurchaseEvent.model_construct(
         schema_version=SCHEMA_VERSION,
         event_id=event_id_for(customer_id, idempotency_key),
@@ -372,6 +429,7 @@ def build_event(
         unit_price=request.unit_price,
         currency=request.currency,
         purchased_at=request.purchased_at or now or utcnow(),
+        **extra,
     )
 
 

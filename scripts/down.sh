@@ -48,7 +48,8 @@ except psutil.Error:
 groups = set()
 for p in processes:
     try:
-        if len(sys.argv) < 3 or "ingest_api.main:app" in " ".join(p.cmdline()):
+        command = " ".join(p.cmdline())
+        if len(sys.argv) < 3 or "ingest_api.main:app" in command or "-m ingest_api" in command:
             groups.add(os.getpgid(p.pid))
     except (psutil.Error, ProcessLookupError):
         pass

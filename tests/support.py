@@ -40,19 +40,9 @@ class ApiServer:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / self.log_name, "ab")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "ingest_api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
+            [sys.executable, "-m", "ingest_api"],  # as `make up` and the image start it: the server's limits too
             cwd=ROOT,
-            env=self.env,
+            env={**self.env, "API_HOST": "127.0.0.1", "API_PORT": str(self.port)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

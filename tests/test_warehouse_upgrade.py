@@ -19,6 +19,14 @@ from purchases.warehouse import drop_database, ensure_database, upgrade
 RELEASE_1 = importlib.import_module("purchases.migrations.versions.0001_release_1").RELEASE_1_SCHEMA
 
 
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from purchases.warehouse import alembic_config
+
+    return ScriptDirectory.from_config(alembic_config("postgresql://unused/unused")).get_current_head()
+
+
 @pytest.fixture
 def release_1_warehouse(warehouse_dsn):
     """A warehouse as the last release's `make up` left it, with a customer, purchases, a rejection, offsets."""
@@ -59,7 +67,7 @@ def test_a_release_1_warehouse_is_upgraded_with_its_data_and_the_loader_works_on
     upgrade(dsn)  # twice is harmless, as every make up runs it
 
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("select version_num from alembic_version").fetchone()[0] == "0002"
+        assert conn.execute("select version_num from alembic_version").fetchone()[0] == head_revision()
         assert conn.execute("select count(*), sum(unit_price) from staging.purchase_events").fetchone() == (3, 7.5)
         # Loaded before the gate stamped batches: counted as passed, so the marts keep reading them.
         assert conn.execute("select count(*) from staging.purchase_events_passed").fetchone()[0] == 3

@@ -4,11 +4,13 @@ Building a PurchaseEvent instance with `build_event` and serializing it costs ~1
 (`model_construct`, a UUIDv7 from `uuid6` parsed back from its string); for a 1000-purchase batch that is
 most of the request. Here the same fields go straight through pydantic-core's serializer for the event's
 own field types, and UUIDv7 ids are made in bulk. tests/api/test_api_units.py holds the output equal to
-`build_event(...).to_bytes()`; single purchases use `build_event` itself.
+`build_event(...).to_bytes()` (and tests/api/test_api_idempotency.py with a key, when each event carries its
+request fingerprint); single purchases use `build_event` itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -18,7 +20,15 @@ from datetime import datetime
 from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
-from purchases.contract import SCHEMA_VERSION, PurchaseEvent, PurchaseRequest, event_id_for
+from purchases.contract import (
+    REQUEST_FINGERPRINT,
+    REQUEST_FINGERPRINT_VERSION,
+    SCHEMA_VERSION,
+    PurchaseEvent,
+    PurchaseRequest,
+    batch_event_id_for,
+    request_fingerprint,
+)
 
 # The event's fields, in the model's order and with its types, except that ids are given as their canonical
 # strings (what a UUID serializes to anyway): the same JSON as model_dump_json.
@@ -30,6 +40,9 @@ _EventFields = TypedDict(
     },
 )
 _to_json = TypeAdapter(_EventFields).serializer.to_json
+# The same with the request fingerprint a keyed purchase's event carries: an extra field, written last.
+_KeyedEventFields = TypedDict("_KeyedEventFields", {**_EventFields.__annotations__, REQUEST_FINGERPRINT: str})
+_keyed_to_json = TypeAdapter(_KeyedEventFields).serializer.to_json
 
 MAX_BATCH = 4096  # the 12-bit sequence number in each id
 
@@ -54,29 +67,47 @@ def time_ordered_ids(count: int) -> list[str]:
 
 
 def batch_event_ids(customer_id: uuid.UUID, count: int, idempotency_key: str | None) -> list[str]:
-    """With a key, purchase i is the contract's event id for key `<key>#<i>`; without one, fresh UUIDv7s."""
+    """With a key, purchase i gets the contract's batch event id for (key, i); without one, fresh UUIDv7s."""
     if idempotency_key is None:
         return time_ordered_ids(count)
-    return [str(event_id_for(customer_id, f"{idempotency_key}#{i}")) for i in range(count)]
+    return [str(batch_event_id_for(customer_id, idempotency_key, i)) for i in range(count)]
+
+
+def batch_fingerprints(purchases: Sequence[PurchaseRequest]) -> tuple[list[str], str]:
+    """Each purchase's request fingerprint (what its event carries), and the whole batch's: a hash of them all
+    in order, so that a batch retried with any purchase changed, added or left out is another body."""
+    fingerprints = [request_fingerprint(purchase) for purchase in purchases]
+    digest = hashlib.blake2b(",".join(fingerprints).encode(), digest_size=16).hexdigest()
+    return fingerprints, f"{REQUEST_FINGERPRINT_VERSION}:{digest}"
 
 
 def batch_event_bytes(
-    customer_id: uuid.UUID, purchases: Sequence[PurchaseRequest], event_ids: Sequence[str], now: datetime
+    customer_id: uuid.UUID,
+    purchases: Sequence[PurchaseRequest],
+    event_ids: Sequence[str],
+    now: datetime,
+    fingerprints: Sequence[str] | None = None,
 ) -> list[bytes]:
+    """The events' bytes; with `fingerprints` (a keyed batch), each event carries its purchase's."""
     customer = str(customer_id)
-    return [
-        _to_json(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "event_id": event_id,
-                "customer_id": customer,
-                "product_name": purchase.product_name,
-                "description": purchase.description,
-                "quantity": purchase.quantity,
-                "unit_price": purchase.unit_price,
-                "currency": purchase.currency,
-                "purchased_at": purchase.purchased_at or now,
-            }
-        )
+    events = [
+        {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": event_id,
+            "customer_id": customer,
+            "product_name": purchase.product_name,
+            "description": purchase.description,
+            "quantity": purchase.quantity,
+            "unit_price": purchase.unit_price,
+            "currency": purchase.currency,
+            "purchased_at": purchase.purchased_at or now,
+        }
         for purchase, event_id in zip(purchases, event_ids, strict=True)
     ]
+    if fingerprints is None:
+        return [_to_json(event) for event in events]
+    values = []
+    for event, fingerprint in zip(events, fingerprints, strict=True):
+        event[REQUEST_FINGERPRINT] = fingerprint
+        values.append(_keyed_to_json(event))
+    return values

@@ -2,7 +2,8 @@
 
 This is the hot path: the token is checked offline, the body validated straight from bytes, the event
 produced and the answer sent once the broker acknowledged it. No database access: idempotency comes from
-the deterministic event id, which the loader deduplicates on.
+the deterministic event id, which the loader deduplicates on; a key reused with another body is refused
+with 409 by the worker that remembers the key, and otherwise rejected by the loader (idempotency.py).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Header, Request, Response, status
 
 from ingest_api import errors
-from ingest_api.accept.batch_events import batch_event_bytes, batch_event_ids
+from ingest_api.accept import idempotency
+from ingest_api.accept.batch_events import batch_event_bytes, batch_event_ids, batch_fingerprints
 from ingest_api.accept.hot_path import IDEMPOTENCY_KEY_MAX_LENGTH, BuyRoute, parse_json_body, read_body
 from ingest_api.deps import CurrentCustomer, ProducerDep
 from ingest_api.schemas import BatchAccepted, PurchaseAccepted, PurchaseBatch, PurchaseRequest
-from purchases.contract import build_event, utcnow
+from purchases.contract import build_event, request_fingerprint, utcnow
 
 # The buy endpoints resolve their parameters by hand (see hot_path.py); same signature, same rules.
 router = APIRouter(tags=["purchases"], route_class=BuyRoute)
@@ -27,12 +29,20 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
-        description="Any string unique per purchase. Retrying with the same key gives the same event id, and the "
-        "purchase is counted once. For a batch, purchase i gets the key `<key>#<i>`.",
+        description="Any string unique per purchase. Retrying with the same key and the same body gives the same "
+        "event id, and the purchase is counted once; the same key with a different body is refused (409), or, "
+        "if the API no longer remembers the key, recorded as a rejection of that event id. For a batch the key "
+        "names the whole batch: purchase i gets an event id of its own, never one of a single purchase's key.",
     ),
 ]
 
-BUY_ERRORS = {**errors.AUTH_ERRORS, **errors.BODY_TOO_LARGE, **errors.BAD_PURCHASE, **errors.BROKER_UNAVAILABLE}
+BUY_ERRORS = {
+    **errors.AUTH_ERRORS,
+    **idempotency.IDEMPOTENCY_CONFLICT,
+    **errors.BODY_TOO_LARGE,
+    **errors.BAD_PURCHASE,
+    **errors.BROKER_UNAVAILABLE,
+}
 
 # The bodies are read and validated by hand (see parse_json_body): OpenAPI learns of them from these.
 HAND_READ_BODIES = (PurchaseRequest, PurchaseBatch)
@@ -59,10 +69,18 @@ async def buy(
     request: Request, customer_id: CurrentCustomer, producer: ProducerDep, idempotency_key: IdempotencyKey = None
 ) -> Response:
     purchase = parse_json_body(PurchaseRequest, await read_body(request))
-    event = build_event(customer_id, purchase, idempotency_key)
+    if idempotency_key is None:
+        event = build_event(customer_id, purchase)
+        event_id = str(event.event_id)
+    else:
+        fingerprint = request_fingerprint(purchase)
+        event = build_event(customer_id, purchase, idempotency_key, fingerprint=fingerprint)
+        event_id = str(event.event_id)
+        if idempotency.cache_of(request.app).claim(event_id, fingerprint) != fingerprint:
+            raise idempotency.idempotency_conflict(idempotency_key)
     await producer.send(event.kafka_key(), event.to_bytes())
     return Response(
-        b'{"event_id":"%s","status":"accepted"}' % str(event.event_id).encode(),
+        b'{"event_id":"%s","status":"accepted"}' % event_id.encode(),
         status_code=status.HTTP_202_ACCEPTED,
         media_type="application/json",
     )
@@ -82,7 +100,12 @@ async def buy_many(
     batch = parse_json_body(PurchaseBatch, await read_body(request))
     # The same events build_event would make, built in bulk (see batch_events.py).
     event_ids = batch_event_ids(customer_id, len(batch.purchases), idempotency_key)
-    values = batch_event_bytes(customer_id, batch.purchases, event_ids, utcnow())
+    fingerprints = None
+    if idempotency_key is not None:
+        fingerprints, whole = batch_fingerprints(batch.purchases)
+        if idempotency.cache_of(request.app).claim(event_ids[0], whole) != whole:
+            raise idempotency.idempotency_conflict(idempotency_key, "batch")
+    values = batch_event_bytes(customer_id, batch.purchases, event_ids, utcnow(), fingerprints)
     await producer.send_many(str(customer_id).encode(), values)  # the key PurchaseEvent.kafka_key() gives
     ids = '","'.join(event_ids).encode()
     return Response(

@@ -19,7 +19,16 @@ from psycopg import AsyncConnection
 
 from ingest_api import data, errors
 from ingest_api.deps import ConnectionDep, CurrentCustomer
-from ingest_api.schemas import PurchaseDetail, PurchasePage, RecordedPurchase, RejectedPurchase, Spend, SpendTotal
+from ingest_api.schemas import (
+    IdempotencyConflict,
+    PurchaseDetail,
+    PurchasePage,
+    RecordedPurchase,
+    RecordedPurchaseDetail,
+    RejectedPurchase,
+    Spend,
+    SpendTotal,
+)
 
 router = APIRouter()
 
@@ -92,12 +101,13 @@ async def customer_purchases(
     tags=["purchases"],
     response_model=PurchaseDetail,
     responses={**errors.AUTH_ERRORS, **errors.NOT_YOUR_PURCHASE},
-    summary="One of my purchases: recorded or rejected",
+    summary="One of my purchases: recorded (with any requests refused for reusing its key) or rejected",
 )
 async def purchase(event_id: uuid.UUID, customer_id: CurrentCustomer, conn: ConnectionDep):
     row = await data.recorded_purchase(conn, event_id, customer_id)
     if row is not None:
-        return RecordedPurchase(**row)
+        conflicts = await data.idempotency_conflicts(conn, event_id, customer_id)
+        return RecordedPurchaseDetail(**row, conflicts=[IdempotencyConflict(**conflict) for conflict in conflicts])
     row = await data.rejected_purchase(conn, event_id, customer_id)
     if row is not None:
         return RejectedPurchase(**row)

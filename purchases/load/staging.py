@@ -6,6 +6,11 @@ keep the rejected records, raw and with the reason, in `staging.purchase_events_
 in `staging.loaded_batches` (the quality gate's to-do list); move the offset; commit. A crash anywhere
 before the commit leaves nothing behind and the offset unchanged.
 
+Duplicates: a second copy of an event_id is a retry, dropped silently (counted as a duplicate), unless both
+copies carry a request fingerprint (keyed purchases of the API do) and they differ: then the same
+Idempotency-Key was reused for another purchase, and the newcomer is rejected as an idempotency conflict
+(`idempotency_conflicts`). Only batches that hold a duplicate pay for this check.
+
 Isolation: the COPY normally takes the whole batch at once. If Postgres refuses it because of what a row
 holds (a duplicate event_id, or any data error: SQLSTATE classes 22, 23, 54), the batch goes the careful
 way: COPY into a temporary table in halves, each in a savepoint, halving again what fails, until the rows
@@ -27,8 +32,15 @@ from dataclasses import asdict, dataclass, field
 import psycopg
 from confluent_kafka import Message
 
-from purchases.contract import utcnow
-from purchases.load.records import STAGING_COLUMNS, LineTail, Rejection, StagingRow, sort_records
+from purchases.contract import REQUEST_FINGERPRINT, fingerprints_comparable, utcnow
+from purchases.load.records import (
+    STAGING_COLUMNS,
+    LineTail,
+    Rejection,
+    StagingRow,
+    canonical_fingerprint,
+    sort_records,
+)
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +223,50 @@ def _postgres_reason(exc: BaseException) -> str:
     return f"cannot be encoded for Postgres: {exc}"
 
 
+IDEMPOTENCY_CONFLICT = "idempotency conflict"
+
+
+def idempotency_conflict_reason(event_id: str, first: str, fingerprint: str, where: str) -> str:
+    return (
+        f"{IDEMPOTENCY_CONFLICT}: event_id {event_id} {where} from a request with another body "
+        f"({REQUEST_FINGERPRINT} {first}; this record's {fingerprint}): its Idempotency-Key was reused for a "
+        "different purchase, which is not recorded"
+    )
+
+
+def idempotency_conflicts(conn: psycopg.Connection, rows: Sequence[StagingRow]) -> list[tuple[StagingRow, str]]:
+    """The rows whose event_id is taken already, in staging or by an earlier row of `rows` (the lowest
+    offset first, as it wins), by a request with another fingerprint. A copy without a fingerprint (an
+    unkeyed or older producer's), or one whose fingerprint is of another version, cannot be told from a
+    retry: it stays a duplicate."""
+    keyed = list({row.event_id for row in rows if row.fingerprint is not None})
+    if not keyed:
+        return []
+    taken: dict[str, tuple[str | None, str]] = {
+        event_id: (canonical_fingerprint(fingerprint), "is already recorded")
+        for event_id, fingerprint in conn.execute(
+            "select event_id::text, extra ->> %s from staging.purchase_events where event_id = any(%s::uuid[])",
+            (REQUEST_FINGERPRINT, keyed),
+        )
+    }
+    conflicts = []
+    for row in sorted(rows, key=lambda row: row.offset):
+        first = taken.get(row.event_id)
+        if first is None:
+            taken[row.event_id] = (row.fingerprint, f"is already taken by the record at offset {row.offset}")
+        elif (
+            first[0] is not None
+            and row.fingerprint is not None
+            and first[0] != row.fingerprint
+            and fingerprints_comparable(first[0], row.fingerprint)
+        ):
+            conflicts.append((row, idempotency_conflict_reason(row.event_id, first[0], row.fingerprint, first[1])))
+    return conflicts
+
+
 def store_events(conn: psycopg.Connection, row_chunks: Iterable[Sequence[StagingRow]]) -> StoreOutcome:
     """COPY rows into staging.purchase_events, the first copy of an event_id winning; rows Postgres refuses
-    are returned, not raised. Must run inside the batch's transaction."""
+    and idempotency conflicts are returned, not raised. Must run inside the batch's transaction."""
     sent: list[StagingRow] = []
 
     def remembered() -> Iterator[Sequence[StagingRow]]:
@@ -232,11 +285,14 @@ def store_events(conn: psycopg.Connection, row_chunks: Iterable[Sequence[Staging
         log.info("batch refused as a whole (%s); storing it row by row where needed", _postgres_reason(exc))
     for _ in stream:  # the error can come before every chunk was produced
         pass
+    conflicts = idempotency_conflicts(conn, sent)
+    conflicting = {id(row) for row, _ in conflicts}
+    candidates = [row for row in sent if id(row) not in conflicting] if conflicts else sent
     conn.execute(
         "create temp table if not exists purchase_events_batch "
         "(like staging.purchase_events including defaults) on commit delete rows"
     )
-    refused = _copy_isolating(conn, "purchase_events_batch", sent)
+    refused = _copy_isolating(conn, "purchase_events_batch", candidates)
     # Within the batch, the first record (lowest offset) wins too.
     cursor = conn.execute(f"""
         insert into staging.purchase_events ({", ".join(STAGING_COLUMNS)})
@@ -244,7 +300,11 @@ def store_events(conn: psycopg.Connection, row_chunks: Iterable[Sequence[Staging
           from purchase_events_batch order by event_id, kafka_offset
         on conflict (event_id) do nothing""")
     conn.execute("truncate purchase_events_batch")
-    return StoreOutcome(loaded=cursor.rowcount, duplicates=len(sent) - len(refused) - cursor.rowcount, refused=refused)
+    return StoreOutcome(
+        loaded=cursor.rowcount,
+        duplicates=len(candidates) - len(refused) - cursor.rowcount,
+        refused=conflicts + refused,
+    )
 
 
 def store_rejections(

@@ -41,7 +41,8 @@ revoke all on schema app, staging from public;
 -- api -----------------------------------------------------------------------------------------------------
 grant usage on schema app, staging, marts to {api};
 grant select, insert on app.customers to {api};
-grant update (password_hash, updated_at) on app.customers to {api};
+grant update (password_hash, updated_at, password_changed_at) on app.customers to {api};
+grant select, insert, update, delete on app.login_failures to {api};
 grant select on staging.purchase_events, staging.purchase_events_rejected to {api};
 
 -- loader --------------------------------------------------------------------------------------------------

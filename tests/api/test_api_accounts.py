@@ -1,4 +1,5 @@
-"""Accounts and tokens: sign up (201/409/422), log in (200/401/429), change password (204/401/422), tokens."""
+"""Accounts and tokens: sign up (201/409/422), log in (200/401/429), change password (204/401/422), tokens,
+and the wrong-password limit as Postgres keeps it (app.login_failures)."""
 
 from __future__ import annotations
 
@@ -185,3 +186,120 @@ def test_a_signup_with_the_same_name_from_two_clients_creates_one_account(client
             )
         )
     assert statuses == [201, 409, 409, 409]
+
+
+def failures_kept(api_dsn: str, username: str) -> list | None:
+    with psycopg.connect(api_dsn) as conn:
+        row = conn.execute("select failed_at from app.login_failures where username = %s", (username,)).fetchone()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("username", ["ab", "x" * 65, "has space", "semi;colon", "newline\n", "ünïcode", ""])
+def test_a_username_that_cannot_exist_answers_the_same_401_without_being_counted(client, api_dsn, username):
+    unknown = client.post("/auth/token", data={"username": f"nobody_{uuid.uuid4().hex}", "password": "whatever1"})
+    impossible = client.post("/auth/token", data={"username": username, "password": "whatever1"})
+    if username == "":  # the form requires a username: FastAPI's own 422, as before
+        assert impossible.status_code == 422
+        return
+    assert impossible.status_code == unknown.status_code == 401
+    assert impossible.json() == unknown.json() and impossible.headers["WWW-Authenticate"] == "Bearer"
+    assert failures_kept(api_dsn, username) is None  # never reached the limiter (nor the database)
+
+
+def test_failures_are_kept_in_postgres_bounded_and_cleared(client, customer, api_dsn):
+    for _ in range(5):
+        assert log_in(client, customer.username, "guess-123") == 401
+    for _ in range(3):
+        assert log_in(client, customer.username, customer.password) == 429  # refused, and not counted
+    kept = failures_kept(api_dsn, customer.username)
+    assert len(kept) == 5 and kept == sorted(kept)
+
+
+def test_the_shared_count_and_its_window_in_postgres(api_dsn):
+    """data.py's statements, on the API tests' database: at most `max` per window, the wait until the oldest
+    leaves it, then counted again; pruning forgets the usernames whose newest failure left the window."""
+    import asyncio
+    from datetime import timedelta
+
+    from ingest_api import data
+
+    window, username, stale = timedelta(seconds=1.5), f"window_{uuid.uuid4().hex[:8]}", f"stale_{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        async with await psycopg.AsyncConnection.connect(api_dsn, autocommit=True) as conn:
+            counted = [await data.count_login_attempt(conn, username, 3, window) for _ in range(5)]
+            wait = await data.login_retry_after(conn, username, 3, window)
+            await asyncio.sleep(window.total_seconds() + 0.1)
+            again = await data.count_login_attempt(conn, username, 3, window)
+            assert await data.login_retry_after(conn, username, 3, window) is None  # one recent: not locked
+            await conn.execute(
+                "insert into app.login_failures values (%(u)s, array[now() - %(h)s], now() - %(h)s)",
+                {"u": stale, "h": timedelta(hours=1)},
+            )
+            await data.prune_login_failures(conn, window)
+            left = await (
+                await conn.execute(
+                    "select username from app.login_failures where username in (%s, %s)", (username, stale)
+                )
+            ).fetchall()
+            return counted, wait, again, left
+
+    counted, wait, again, left = asyncio.run(run())
+    assert counted == [True, True, True, False, False]
+    assert 0 < wait <= window.total_seconds()
+    assert again is True
+    assert left == [(username,)]  # the stale one pruned (here, or by an API worker just before)
+    assert len(failures_kept(api_dsn, username)) == 1  # the old ones went when it was counted again
+
+
+def test_password_hashing_takes_a_place_or_is_refused_at_once():
+    from ingest_api.core.security import Passwords, PasswordsBusy
+
+    passwords = Passwords(at_once=1, queue=1)
+    try:
+        with passwords.admitted(), passwords.admitted():
+            with pytest.raises(PasswordsBusy):
+                with passwords.admitted():
+                    pass
+        with passwords.admitted():  # the places are given back
+            assert passwords.admitted_now == 1
+    finally:
+        passwords.close()
+
+
+def test_each_worker_remembers_lockouts_until_they_end_and_stays_bounded(monkeypatch):
+    from ingest_api.core import login_limiter
+
+    now = [1000.0]
+    monkeypatch.setattr(login_limiter.time, "monotonic", lambda: now[0])
+    limiter = login_limiter.LoginLimiter(None, max_failures=5, window_seconds=900, remembered_lockouts=100)
+    limiter._remember_lockout("ada", 120)
+    assert limiter.known_lockout("ada") == 120 and limiter.known_lockout("bob") is None
+    now[0] += 119.5
+    assert limiter.known_lockout("ada") == 1
+    now[0] += 0.5
+    assert limiter.known_lockout("ada") is None  # over: the database decides again
+    for i in range(1000):
+        limiter._remember_lockout(f"user{i}", 60)
+    assert len(limiter._locked_until) <= 100
+
+
+@pytest.mark.parametrize("secret", ["", "x" * 31, "é" * 15])
+def test_the_api_refuses_to_start_with_a_jwt_secret_shorter_than_32_bytes(api, secret):
+    """The real server, started with a short secret, exits at once naming the setting."""
+    import subprocess
+    import sys
+
+    from support import ROOT, free_port
+
+    env = dict(api.env, JWT_SECRET=secret, API_HOST="127.0.0.1", API_PORT=str(free_port()))
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest_api"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "JWT_SECRET is" in done.stderr and "at least 32" in done.stderr

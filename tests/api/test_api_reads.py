@@ -151,6 +151,7 @@ def customer_spend_mart(api_dsn):
         conn.execute("""create table marts.customer_spend (customer_id uuid, currency char(3), total_spend numeric,
                             purchase_count bigint, first_purchase_at timestamptz, last_purchase_at timestamptz,
                             last_transformed_at timestamptz)""")
+        conn.execute("grant select on marts.customer_spend to purchases_api")  # as dbt's default privileges do
         try:
             yield conn
         finally:

@@ -14,57 +14,8 @@ from strategies import purchase_bodies
 from support import examples
 
 from ingest_api.accept.batch_events import batch_event_bytes, batch_event_ids, time_ordered_ids
-from ingest_api.core import login_limiter
-from ingest_api.core.login_limiter import LoginLimiter
 from ingest_api.core.security import InvalidToken, TokenCodec, hash_password, verify_password
-from purchases.contract import PurchaseRequest, build_event, event_id_for, parse_event
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    clock = Clock()
-    monkeypatch.setattr(login_limiter.time, "monotonic", clock)
-    return clock
-
-
-def test_the_limiter_locks_after_the_limit_for_the_rest_of_the_window(clock):
-    limiter = LoginLimiter(max_failures=5, window_seconds=900)
-    for _ in range(4):
-        limiter.record_failure("ada")
-        clock.now += 10
-    assert limiter.retry_after("ada") is None
-    limiter.record_failure("ada")
-    assert limiter.retry_after("bob") is None
-    wait = limiter.retry_after("ada")
-    assert wait == 900 - 40 + 1  # until the first of the five leaves the window
-    clock.now += wait
-    assert limiter.retry_after("ada") is None
-
-
-def test_old_failures_fall_out_of_the_window(clock):
-    limiter = LoginLimiter(max_failures=5, window_seconds=900)
-    for _ in range(4):
-        limiter.record_failure("ada")
-    clock.now += 901
-    limiter.record_failure("ada")
-    assert limiter.retry_after("ada") is None
-    limiter.reset("ada")
-    assert limiter.retry_after("ada") is None
-
-
-def test_the_limiter_stays_bounded_in_memory(clock):
-    limiter = LoginLimiter(max_failures=5, window_seconds=900, max_tracked_usernames=100)
-    for i in range(1000):
-        limiter.record_failure(f"user{i}")
-    assert len(limiter._failures) <= 100
+from purchases.contract import PurchaseRequest, batch_event_id_for, build_event, parse_event
 
 
 def test_tokens_name_their_customer_and_expire():
@@ -122,7 +73,7 @@ def test_batch_events_are_byte_for_byte_what_build_event_writes(purchases, key):
         assert value == expected.to_bytes()
         assert str(parse_event(value, now=now + timedelta(days=36500)).event_id) == event_id
     if key is not None:
-        assert ids == [str(event_id_for(customer, f"{key}#{i}")) for i in range(len(purchases))]
+        assert ids == [str(batch_event_id_for(customer, key, i)) for i in range(len(purchases))]
 
 
 def test_bulk_ids_are_uuid7_in_order_and_distinct():
