@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ENV := source scripts/env.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status test lint test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
+.PHONY: help venv up down status test lint warehouse test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,8 +32,13 @@ test: $(STAMP) lint ## the linters, then every test against real components it s
 	scripts/install_test_tools.sh
 	$(ENV); $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff (Python, with Airflow's AIR rules; formatting too) and sqlfluff (the dbt project)
+lint: $(STAMP) warehouse ## ruff (Python, with Airflow's AIR rules; formatting too) and sqlfluff (the dbt project)
 	$(ENV); $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/sqlfluff lint dbt
+
+# sqlfluff's dbt templater compiles the project as dbt's role, which connects to the warehouse: on a new
+# machine neither the database nor the role exists until this (idempotent) runs.
+warehouse: $(STAMP) ## create the warehouse database, migrate it and set up its roles (WAREHOUSE_DSN)
+	$(ENV); $(PY) -m purchases.cli bootstrap-warehouse && $(PY) -m purchases.roles
 
 test-fast: $(STAMP) ## unit tests only
 	$(ENV); $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
