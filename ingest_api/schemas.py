@@ -125,17 +125,25 @@ class PurchasePage(BaseModel):
 
 
 class SpendTotal(BaseModel):
+    """What a customer spent in one currency: every purchase GET /customers/me/purchases lists, counted once."""
+
     currency: str
     total_spend: Money
     purchase_count: int
     first_purchase_at: datetime | None = None
     last_purchase_at: datetime | None = None
+    not_yet_in_marts: int = Field(
+        0, description="Of purchase_count, the purchases recorded that dbt's marts have not counted yet."
+    )
 
 
 class Spend(BaseModel):
     customer_id: uuid.UUID
-    totals: list[SpendTotal] = Field(description="One per currency; empty until the marts count a purchase.")
-    as_of: AwareDatetime = Field(description="When the spend marts were last built.")
+    totals: list[SpendTotal] = Field(description="One per currency; empty until a purchase is recorded.")
+    as_of: AwareDatetime = Field(
+        description="When dbt last counted a purchase into the spend marts (the totals also hold what was "
+        "recorded since)."
+    )
 
 
 # health ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-import psycopg
 from fastapi import APIRouter, Query
 from psycopg import AsyncConnection
 
@@ -122,11 +121,9 @@ async def purchase(event_id: uuid.UUID, customer_id: CurrentCustomer, conn: Conn
     summary="My total spend per currency",
 )
 async def my_spend(customer_id: CurrentCustomer, conn: ConnectionDep) -> Spend:
-    try:
-        totals = await data.spend_totals(conn, customer_id)
-        as_of = await data.spend_as_of(conn)
-    except psycopg.errors.UndefinedTable:  # dbt has not built the mart yet: nothing counted, not an error
-        totals, as_of = [], None
+    reading = await data.spend(conn, customer_id)
     return Spend(
-        customer_id=customer_id, totals=[SpendTotal(**row) for row in totals], as_of=as_of or datetime.now(UTC)
+        customer_id=customer_id,
+        totals=[SpendTotal(**row) for row in reading.totals],
+        as_of=reading.as_of or datetime.now(UTC),
     )

@@ -44,11 +44,23 @@ def any_unchecked(conn: psycopg.Connection) -> bool:
     return conn.execute("select exists (select from staging.loaded_batches where checked_at is null)").fetchone()[0]
 
 
+# Taken by every gate run while it stamps, until its commit.
+STAMP_LOCK = "purchases.check: stamping passed batches"
+
+
 def mark_passed(conn: psycopg.Connection, increment: Increment) -> None:
-    # clock_timestamp, not the transaction's start: the marts pick passed rows by this time, and a later
-    # stamp than any a run of the marts has already seen keeps that pick complete.
-    conn.execute(
-        "update staging.loaded_batches set checked_at = clock_timestamp() "
-        "where batch_id = any(%s) and checked_at is null",
-        (increment.batch_ids,),
-    )
+    """Stamp the batches passed.
+
+    The stamps follow the commits: each gate run stamps under one transaction-scoped lock, with
+    clock_timestamp() taken after the lock, so a gate run that commits later stamps later, even when two
+    gate runs overlap (a DAG run and `make down`'s drain). The marts pick passed rows by this stamp, and
+    the API's spend relies on it (ingest_api/data.py): every batch stamped before the newest one a dbt run
+    saw was committed before that run started, so the run saw it too.
+    """
+    with conn.transaction():  # the lock lasts until the stamps are committed
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (STAMP_LOCK,))
+        conn.execute(
+            "update staging.loaded_batches set checked_at = clock_timestamp() "
+            "where batch_id = any(%s) and checked_at is null",
+            (increment.batch_ids,),
+        )

@@ -45,6 +45,7 @@ def test_sign_up_buy_and_see_it_recorded(api, browser, stage):
     page.click("#signup")
     expect(page.locator("#who-name")).to_contain_text(username)
     expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("#spend-totals")).to_have_text("Nothing bought yet.")
 
     page.fill("#product_name", "Teapot ‘blue’ <b>")
     page.fill("#description", "cast iron ✓")
@@ -63,6 +64,8 @@ def test_sign_up_buy_and_see_it_recorded(api, browser, stage):
     expect(row).to_contain_text("recorded")
     expect(row).to_contain_text("Teapot ‘blue’ <b>")  # shown as text, not markup
     expect(row).to_contain_text("37.05 USD")
+    # The spend counts what the list shows, whether or not dbt has run (it has not, here).
+    expect(page.locator("#spend-totals")).to_have_text("37.05 USD (1 purchase)")
 
     # Log out; a wrong password is refused with the API's message; the right one shows the same purchases.
     page.click("#logout")

@@ -143,61 +143,151 @@ def test_one_purchase_reads_as_recorded_or_rejected(client, customer, stage, api
 
 
 @pytest.fixture
-def customer_spend_mart(api_dsn):
-    """marts.customer_spend as dbt builds it (another suite owns the model); only if absent, removed after."""
+def spend_marts(api_dsn):
+    """marts.customer_purchases and marts.customer_spend with the columns the API reads, as dbt builds them
+    (another suite owns the models); only if absent, removed after."""
     with psycopg.connect(api_dsn, autocommit=True) as conn:
         if conn.execute("select to_regclass('marts.customer_spend')").fetchone()[0] is not None:
-            pytest.skip("marts.customer_spend exists already in this database")
+            pytest.fail("marts.customer_spend exists already in this database: the API tests need their own")
+        conn.execute(
+            "create table marts.customer_purchases (event_id uuid, passed_at timestamptz, transformed_at timestamptz)"
+        )
         conn.execute("""create table marts.customer_spend (customer_id uuid, currency char(3), total_spend numeric,
                             purchase_count bigint, first_purchase_at timestamptz, last_purchase_at timestamptz,
                             last_transformed_at timestamptz)""")
-        conn.execute("grant select on marts.customer_spend to purchases_api")  # as dbt's default privileges do
+        # as dbt's default privileges do
+        conn.execute("grant select on marts.customer_purchases, marts.customer_spend to purchases_api")
         try:
             yield conn
         finally:
-            conn.execute("drop table marts.customer_spend")
+            conn.execute("drop table marts.customer_spend, marts.customer_purchases")
 
 
-def test_spend_is_empty_before_the_marts_exist(client, customer):
+def days_ago(days: int) -> str:
+    """A purchase time clients may send (at most 30 days back), as the API writes it back."""
+    moment = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def spend(client, customer) -> dict:
     answer = client.get("/customers/me/spend", headers=customer.headers)
-    assert answer.status_code == 200
-    body = answer.json()
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_spend_is_empty_before_anything_is_recorded(client, customer):
+    body = spend(client, customer)
     assert body["customer_id"] == customer.id and body["totals"] == []
     assert abs(datetime.fromisoformat(body["as_of"]) - datetime.now(UTC)) < timedelta(minutes=1)
 
 
-def test_spend_reads_the_callers_totals_from_the_marts(client, customer, other_customer, customer_spend_mart):
-    built = datetime(2026, 3, 3, 4, 5, 6, tzinfo=UTC)  # the newest transformation: as_of
-    first, last = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC)
-    customer_spend_mart.cursor().executemany(
-        "insert into marts.customer_spend values (%s, %s, %s, %s, %s, %s, %s)",
+def test_before_the_marts_exist_spend_counts_every_recorded_purchase(client, customer, stage):
+    buy(client, customer, quantity=2, unit_price="10.05", purchased_at=days_ago(9))
+    buy(client, customer, quantity=1, unit_price="0.10", currency="EUR", purchased_at=days_ago(10))
+    stage()
+    assert spend(client, customer)["totals"] == [
+        {
+            "currency": "EUR",
+            "total_spend": "0.10",
+            "purchase_count": 1,
+            "first_purchase_at": days_ago(10),
+            "last_purchase_at": days_ago(10),
+            "not_yet_in_marts": 1,
+        },
+        {
+            "currency": "USD",
+            "total_spend": "20.10",
+            "purchase_count": 1,
+            "first_purchase_at": days_ago(9),
+            "last_purchase_at": days_ago(9),
+            "not_yet_in_marts": 1,
+        },
+    ]
+
+
+def pass_batch_of(conn, event_id: str, at: datetime) -> datetime:
+    """Stamp the batch that recorded this purchase passed, as the quality gate does."""
+    conn.execute(
+        """update staging.loaded_batches set checked_at = %s
+           where batch_id = (select batch_id from staging.purchase_events where event_id = %s)""",
+        (at, event_id),
+    )
+    return at
+
+
+def test_spend_is_the_marts_totals_plus_the_recorded_purchases_they_have_not_counted(
+    client, customer, other_customer, stage, spend_marts
+):
+    built = datetime(2026, 3, 3, 4, 5, 6, tzinfo=UTC)  # the newest transformation counted: the watermark, as_of
+    # One batch each (one loader run each), passed by the gate in this order, except the last.
+    counted = buy(client, customer, quantity=1, unit_price="30.00", purchased_at=days_ago(10))
+    theirs = buy(client, other_customer, quantity=1, unit_price="1.00")
+    stage()
+    transformed_since = buy(client, customer, quantity=1, unit_price="5.00", purchased_at=days_ago(5))
+    stage()
+    not_passed = buy(client, customer, quantity=3, unit_price="0.05", purchased_at=days_ago(2))
+    stage()
+    first_pass = pass_batch_of(spend_marts, counted, built - timedelta(hours=2))
+    pass_batch_of(spend_marts, theirs, first_pass)  # the same batch, or its partition's of the same loader run
+    second_pass = pass_batch_of(spend_marts, transformed_since, built - timedelta(hours=1))
+    spend_marts.cursor().executemany(
+        "insert into marts.customer_purchases values (%s, %s, %s)",
         [
-            (customer.id, "USD", Decimal("37.15"), 2, first, last, built - timedelta(days=1)),
-            (customer.id, "EUR", Decimal("999999.99"), 1, first, first, built - timedelta(days=2)),
-            (other_customer.id, "USD", Decimal("1.00"), 1, first, first, built),
+            (counted, first_pass, built - timedelta(minutes=90)),
+            (theirs, first_pass, built - timedelta(minutes=90)),
+            (transformed_since, second_pass, built + timedelta(seconds=1)),  # customer_spend has not run since
         ],
     )
-    body = client.get("/customers/me/spend", headers=customer.headers).json()
-    assert body == {
-        "customer_id": customer.id,
-        "as_of": "2026-03-03T04:05:06Z",
-        "totals": [
-            {
-                "currency": "EUR",
-                "total_spend": "999999.99",
-                "purchase_count": 1,
-                "first_purchase_at": "2026-01-01T00:00:00Z",
-                "last_purchase_at": "2026-01-01T00:00:00Z",
-            },
-            {
-                "currency": "USD",
-                "total_spend": "37.15",
-                "purchase_count": 2,
-                "first_purchase_at": "2026-01-01T00:00:00Z",
-                "last_purchase_at": "2026-03-01T00:00:00Z",
-            },
+    spend_marts.cursor().executemany(
+        "insert into marts.customer_spend values (%s, %s, %s, %s, %s, %s, %s)",
+        [
+            (
+                customer.id,
+                "USD",
+                Decimal("30.00"),
+                1,
+                datetime.fromisoformat(days_ago(10)),
+                None,
+                built - timedelta(hours=1),
+            ),
+            (
+                customer.id,
+                "EUR",
+                Decimal("999999.99"),
+                7,
+                datetime(2025, 1, 1, tzinfo=UTC),
+                None,
+                built - timedelta(days=2),
+            ),
+            (other_customer.id, "USD", Decimal("1.00"), 1, None, None, built),
         ],
-    }
-    assert [
-        t["total_spend"] for t in client.get("/customers/me/spend", headers=other_customer.headers).json()["totals"]
-    ] == ["1.00"]
+    )
+    body = spend(client, customer)
+    assert body["customer_id"] == customer.id and body["as_of"] == "2026-03-03T04:05:06Z"
+    assert body["totals"] == [
+        {
+            "currency": "EUR",  # counted by the marts only (here their rows, not staging's, are the truth)
+            "total_spend": "999999.99",
+            "purchase_count": 7,
+            "first_purchase_at": "2025-01-01T00:00:00Z",
+            "last_purchase_at": None,
+            "not_yet_in_marts": 0,
+        },
+        {
+            "currency": "USD",  # 30.00 counted; 5.00 passed after the counted batches, 0.15 not passed: added
+            "total_spend": "35.15",
+            "purchase_count": 3,
+            "first_purchase_at": days_ago(10),
+            "last_purchase_at": days_ago(2),
+            "not_yet_in_marts": 2,
+        },
+    ]
+    assert [(t["total_spend"], t["not_yet_in_marts"]) for t in spend(client, other_customer)["totals"]] == [("1.00", 0)]
+    assert not_passed  # recorded, listed, in no mart
+
+    # A full refresh rebuilt customer_purchases (every row transformed after the watermark) but not yet
+    # customer_spend, whose totals would count those rows twice: staging alone counts.
+    spend_marts.execute("update marts.customer_purchases set transformed_at = %s", (built + timedelta(minutes=5),))
+    assert [(t["currency"], t["total_spend"], t["not_yet_in_marts"]) for t in spend(client, customer)["totals"]] == [
+        ("USD", "35.15", 3)
+    ]
