@@ -7,6 +7,10 @@
 | gate   | `purchases_gate`   | read staging's events and batches, customer ids; mark batches passed      |
 | dbt    | `purchases_dbt`    | own marts; read the events the gate passed and customers' names           |
 | reader | `grafana_reader`   | read marts, read-only, 30 s statements (grafana_reader.sql)               |
+| pages  | `purchases_pages`  | read the pages the Airflow UI serves (purchases/pages.py), nothing else   |
+
+`purchases_pages` has no login (and so is not in ROLES, whose roles each have a password): the api-server's
+plugin signs in as the gate, a member of it, and works as it (purchases.pages.reader_dsn).
 
 The owner of the warehouse (WAREHOUSE_DSN: a superuser locally) runs the migrations and this, nothing else.
 `ensure_roles` is idempotent: `make up`, the Docker stack's warehouse-init and the tests' warehouses run it on
@@ -26,6 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from purchases.pages import PAGES_ROLE
 from purchases.warehouse import upgrade
 
 
@@ -50,7 +55,7 @@ _LOCK_ID = 724312
 
 
 def _names(reader: str) -> dict[str, sql.Composable]:
-    names = {part: role.name for part, role in ROLES.items()} | {"reader": reader}
+    names = {part: role.name for part, role in ROLES.items()} | {"reader": reader, "pages": PAGES_ROLE}
     return {
         **{part: sql.Identifier(name) for part, name in names.items()},
         **{f"{part}_literal": sql.Literal(name) for part, name in names.items()},

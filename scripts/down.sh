@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what `make up` started, and nothing else, without losing an accepted purchase:
-#  1. the ingest API first (no new purchases are accepted), then the rest of honcho's processes (Airflow):
+#  1. the ingest API first (no new purchases are accepted), then the Celery workers of AIRFLOW_EXECUTOR=celery
+#     (pids in $RUN_DIR/worker-N.pid) and their task processes, then the rest of honcho's processes (Airflow):
 #     honcho (pid in $RUN_DIR/stack.pid) and the process groups of everything it spawned;
 #  2. the embedded broker (pid in $RUN_DIR/broker.pid) keeps its records in memory only: first every
 #     partition is drained into staging up to its log end (`python -m purchases.cli drain`, at most
@@ -65,7 +66,28 @@ broker_pid() {
   return 0
 }
 
-# --- 1. honcho's processes: the API first ------------------------------------------------------------------
+# The Celery workers' pids (each told by its command line, so a recycled pid is never taken for one), and
+# the process groups of the workers and everything they spawned (task supervisors and tasks).
+worker_pids() {
+  local file pid n
+  for file in "$RUN_DIR"/worker-*.pid; do
+    [ -f "$file" ] || continue
+    n=${file##*/worker-}; n=${n%.pid}
+    pid=$(cat "$file" 2>/dev/null)
+    [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+      | grep -qE -- "purchases.worker --name worker-$n |celery@worker-$n:" && echo "$pid"
+  done
+  return 0
+}
+worker_groups() { local pid; for pid in $(worker_pids); do stack_groups "$pid"; done | xargs; }
+stop_workers() { # SIGTERM: Celery's warm shutdown; the tasks get it too, and are failed (retried at the next up)
+  local workers; workers=$(worker_pids | xargs)
+  [ -z "$workers" ] && return 0
+  echo "stopping the Celery workers (pids $workers) and their tasks"
+  stop_groups 15 "the Celery workers" $(worker_groups)
+}
+
+# --- 1. honcho's processes: the API first, then the Celery workers, then the rest ---------------------------
 if [ -f "$PIDFILE" ]; then
   pid=$(cat "$PIDFILE")
   if alive "$pid"; then
@@ -75,6 +97,8 @@ if [ -f "$PIDFILE" ]; then
       echo "stopping the ingest API (process group $api_groups): no new purchases are accepted"
       stop_groups 30 "the ingest API" $api_groups
     fi
+    # The Celery workers before the api-server, so that the tasks they stop can still report it.
+    stop_workers
     # Listed after the API stopped: Airflow may have started task processes meanwhile. Killing one in the
     # middle of a batch is safe (its transaction is rolled back), and the drain below loads what it did not.
     all_groups=$(echo $before $(stack_groups "$pid") | tr ' ' '\n' | sort -un | xargs)
@@ -84,6 +108,9 @@ if [ -f "$PIDFILE" ]; then
   fi
   rm -f "$PIDFILE"
 fi
+# Workers without honcho (it had crashed): they run on, as machines of their own would.
+stop_workers
+rm -f "$RUN_DIR"/worker-*.pid
 
 # --- 2. the embedded broker: drained, then stopped -----------------------------------------------------------
 broker=$(broker_pid)

@@ -30,6 +30,26 @@ export AIRFLOW_ADMIN_USER="${AIRFLOW_ADMIN_USER:-admin}" AIRFLOW_ADMIN_PASSWORD=
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$ROOT/dags}"
 export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$ROOT/plugins}"
+# Celery mode: AIRFLOW_EXECUTOR=celery runs Airflow's tasks on CELERY_WORKERS Celery workers (default 2), each
+# a process of its own with its own name, directory (under CELERY_WORKERS_DIR) and address, sharing no written
+# file (purchases/worker.py). The broker is Redis (AIRFLOW__CELERY__BROKER_URL; one database per stack: two
+# stacks on one database would run each other's tasks); results go to Airflow's database (the provider's
+# default). A task whose worker dies stops heartbeating and is failed, then retried on another worker, after
+# TASK_INSTANCE_HEARTBEAT_TIMEOUT (Airflow's default is 300 s). Unset (or `local`): the LocalExecutor below.
+if [ "${AIRFLOW_EXECUTOR:-local}" = celery ]; then
+  export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
+  # One for every component: each worker has an Airflow home of its own, whose airflow.cfg would otherwise
+  # get a random one, and the api-server could not read the task logs a worker serves.
+  export AIRFLOW__API__SECRET_KEY="${AIRFLOW__API__SECRET_KEY:-$(_secret airflow_api_secret_key)}"
+  export CELERY_WORKERS="${CELERY_WORKERS:-2}" CELERY_WORKERS_DIR="${CELERY_WORKERS_DIR:-$RUN_DIR/workers}"
+  export AIRFLOW__CELERY__BROKER_URL="${AIRFLOW__CELERY__BROKER_URL:-redis://127.0.0.1:6379/0}"
+  export AIRFLOW__CELERY__WORKER_CONCURRENCY="${AIRFLOW__CELERY__WORKER_CONCURRENCY:-4}"
+  # Longer than any task runs: a message is handed to another worker only once its worker had it this long
+  # unacknowledged (acks_late, the provider's default); the heartbeat timeout is what retries a lost task.
+  export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="${AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT:-3600}"
+  export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="${AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT:-60}"
+  export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="${AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL:-10}"
+fi
 export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False

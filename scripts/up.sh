@@ -25,6 +25,58 @@ wait_http() { # url seconds what
 }
 
 port_taken() { (echo > "/dev/tcp/$1/$2") 2>/dev/null; }  # host port
+
+# Celery mode (AIRFLOW_EXECUTOR=celery, scripts/env.sh): CELERY_WORKERS workers, each `python -m purchases.worker`
+# in a session of its own, outside honcho (a worker that dies must not stop the rest, as a machine would not),
+# with its pid in $RUN_DIR/worker-N.pid, its log in $LOG_DIR/worker-N.log, its own directory
+# $CELERY_WORKERS_DIR/worker-N and its own address 127.0.0.(10+N).
+case "${AIRFLOW_EXECUTOR:-local}" in
+  local) CELERY="" ;;
+  celery) CELERY=1 ;;
+  *) echo "AIRFLOW_EXECUTOR is local (the default) or celery, not '$AIRFLOW_EXECUTOR'" >&2; exit 1 ;;
+esac
+# The pid of worker N if it runs (told by its command line, which Celery renames celery@worker-N:MainProcess);
+# empty otherwise.
+worker_pid() {
+  local pid
+  pid=$(cat "$RUN_DIR/worker-$1.pid" 2>/dev/null) || return 0
+  [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
+    | grep -qE -- "purchases.worker --name worker-$1 |celery@worker-$1:" && echo "$pid"
+  return 0
+}
+start_workers() {
+  local n name running broker="${AIRFLOW__CELERY__BROKER_URL#*://}"
+  broker="${broker##*@}"; broker="${broker%%/*}"
+  [[ $broker == *:* ]] || broker="$broker:6379"
+  if ! port_taken "${broker%:*}" "${broker##*:}"; then
+    echo "the Celery broker $AIRFLOW__CELERY__BROKER_URL does not answer; start Redis or set AIRFLOW__CELERY__BROKER_URL" >&2
+    exit 1
+  fi
+  for n in $(seq 1 "$CELERY_WORKERS"); do
+    name="worker-$n"
+    running=$(worker_pid "$n")
+    if [ -n "$running" ]; then step "Celery $name already running (pid $running)"; continue; fi
+    step "starting Celery $name (log: $LOG_DIR/$name.log, directory: $CELERY_WORKERS_DIR/$name)"
+    rm -f "$RUN_DIR/$name.pid"
+    setsid bash -c 'pidfile=$1; shift; echo $$ > "$pidfile"; exec "$@"' worker "$RUN_DIR/$name.pid" \
+      python -m purchases.worker --name "$name" --home "$CELERY_WORKERS_DIR/$name" --address "127.0.0.$((10 + n))" \
+      >> "$LOG_DIR/$name.log" 2>&1 < /dev/null &
+    for _ in $(seq 1 50); do [ -s "$RUN_DIR/$name.pid" ] && break; sleep 0.1; done
+  done
+}
+wait_workers() {
+  local n name deadline=$((SECONDS + 180))
+  for n in $(seq 1 "$CELERY_WORKERS"); do
+    name="worker-$n"
+    until grep -q "celery@$name ready" "$LOG_DIR/$name.log" 2>/dev/null; do
+      if [ -z "$(worker_pid "$n")" ]; then
+        echo "Celery $name exited; see $LOG_DIR/$name.log:" >&2; tail -5 "$LOG_DIR/$name.log" >&2; exit 1
+      fi
+      if (( SECONDS > deadline )); then echo "Celery $name not ready within 180 s; see $LOG_DIR/$name.log" >&2; exit 1; fi
+      sleep 1
+    done
+  done
+}
 # The pid of the broker an earlier `make up` started, if it still runs (told by its command line, so a
 # recycled pid is never taken for it); empty otherwise.
 broker_pid() {
@@ -85,6 +137,7 @@ else
   setsid honcho start -f Procfile -d "$PROJECT_ROOT" $processes >> "$LOG_DIR/stack.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
 fi
+[ -n "$CELERY" ] && start_workers
 
 step "waiting for the broker on $KAFKA_BOOTSTRAP_SERVERS"
 if [ "$KAFKA_MODE" = embedded ]; then
@@ -104,6 +157,10 @@ step "waiting for the ingest API"
 wait_http "http://$API_HOST:$API_PORT/healthz" 60 "the ingest API"
 step "waiting for Airflow"
 wait_http "http://$AIRFLOW_HOST:$AIRFLOW_PORT/api/v2/monitor/health" 180 "the Airflow api-server"
+if [ -n "$CELERY" ]; then
+  step "waiting for the $CELERY_WORKERS Celery workers"
+  wait_workers
+fi
 for dag in purchases_ingest purchases_quality purchases_transform; do
   for _ in $(seq 1 90); do
     airflow dags unpause "$dag" > /dev/null 2>&1 && break
@@ -111,11 +168,13 @@ for dag in purchases_ingest purchases_quality purchases_transform; do
   done
 done
 
+celery_line=""
+[ -n "$CELERY" ] && celery_line=$'\n'"  Celery workers     $CELERY_WORKERS, broker $AIRFLOW__CELERY__BROKER_URL (logs: $LOG_DIR/worker-N.log)"
 cat <<MSG
 
 Purchases Recorder is up.
   Web page and API   http://$API_HOST:$API_PORT/        (OpenAPI: http://$API_HOST:$API_PORT/docs)
-  Airflow            http://$AIRFLOW_HOST:$AIRFLOW_PORT/   login: $AIRFLOW_ADMIN_USER / $AIRFLOW_ADMIN_PASSWORD
+  Airflow            http://$AIRFLOW_HOST:$AIRFLOW_PORT/   login: $AIRFLOW_ADMIN_USER / $AIRFLOW_ADMIN_PASSWORD$celery_line
   Kafka broker       $KAFKA_BOOTSTRAP_SERVERS (topic $PURCHASES_TOPIC)
   Warehouse          $WAREHOUSE_DSN
   Logs               $LOG_DIR

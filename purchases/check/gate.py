@@ -3,8 +3,10 @@
 The suite is the event contract's rules (purchases.contract), checked again on what Postgres holds: a
 second line of defence behind the loader, which stores only what the contract accepts. A failed
 expectation raises `QualityGateFailed`, which fails the Airflow task and so holds back the Asset event the
-transform DAG waits for; the batches stay unpassed, so the marts never read their rows. Every run writes
-Data Docs HTML (default `gx/uncommitted/data_docs/staging_quality/index.html`, `GX_DATA_DOCS_DIR` to move it).
+transform DAG waits for; the batches stay unpassed, so the marts never read their rows. Every run that checks
+rows writes Data Docs HTML: built in a working copy on the machine that runs it (default
+`gx/uncommitted/data_docs/staging_quality/`, `GX_DATA_DOCS_DIR`), published to the warehouse (`pages.data_docs`,
+purchases/pages.py), from where the Airflow UI serves them (Browse -> Data Docs), whichever worker ran it.
 
 Great Expectations takes ~10 s of CPU just to import on this machine, so the DAG runs this once per DAG run
 in its own task, never inside the loader's batch loop.
@@ -132,7 +134,12 @@ def run_quality_gate(dsn: str, run_name: str | None = None) -> QualityResult:
 
     import great_expectations as gx
 
+    from purchases import pages
+
     site = data_docs_dir()
+    # The site's index lists the validation pages it finds in the folder: first bring in those that runs on
+    # other machines published.
+    pages.restore(dsn, "data_docs", site)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
@@ -185,6 +192,7 @@ def run_quality_gate(dsn: str, run_name: str | None = None) -> QualityResult:
                     )
                 )
     _prune_old_pages(site)
+    published = pages.publish_directory(dsn, "data_docs", site)
     quality = QualityResult(
         success=outcome.success,
         rows=rows,
@@ -194,11 +202,14 @@ def run_quality_gate(dsn: str, run_name: str | None = None) -> QualityResult:
         seconds=round(time.monotonic() - started, 2),
     )
     log.info(
-        "quality gate on %d rows: %s in %.1f s; Data Docs: %s",
+        "quality gate on %d rows: %s in %.1f s; Data Docs: %s, published to the warehouse (pages.data_docs: "
+        "%d files written, %d deleted; the Airflow UI's Browse -> Data Docs)",
         rows,
         "passed" if quality.success else "FAILED",
         quality.seconds,
         quality.data_docs,
+        published.written,
+        published.deleted,
     )
     if not quality.success:
         raise QualityGateFailed(

@@ -5,13 +5,16 @@
 -- quoted role names, `{database}` the warehouse's; every other brace is doubled.
 --
 --   api     the ingest API: customers (sign up, log in, password), login failures; reads the purchases it
---           lists and the spend mart it serves. No write to staging or marts.
+--           lists, the spend marts it serves and which batches they counted. No write to staging or marts.
 --   loader  the loader and the replay: writes staging's events, rejections, batches, offsets, log ends;
 --           reads which customers exist (their ids only).
 --   gate    the quality gate: reads staging's events and batches and customer ids; marks batches passed.
 --   dbt     owns schemas marts and marts_staging (builds, replaces and drops its models); reads the events
 --           the gate passed and the customers' names, never their password hashes.
 --   reader  Grafana: reads marts (grafana_reader.sql), nothing else.
+--   pages   the Airflow UI's pages (purchases/pages.py): reads pages.dbt_docs and pages.data_docs, nothing
+--           else. No login: the api-server's plugin signs in as the gate, a member, and works as it (SET
+--           ROLE). The gate writes the Data Docs, dbt the dbt docs.
 
 do $do$
 declare
@@ -36,14 +39,14 @@ revoke connect, temporary on database {database} from public;
 grant connect, temporary on database {database} to {api}, {loader}, {gate}, {dbt}, {reader};
 -- Nothing in the schemas for anyone unless granted below.
 revoke create on schema public from public;
-revoke all on schema app, staging from public;
+revoke all on schema app, staging, pages from public;
 
 -- api -----------------------------------------------------------------------------------------------------
 grant usage on schema app, staging, marts to {api};
 grant select, insert on app.customers to {api};
 grant update (password_hash, updated_at, password_changed_at) on app.customers to {api};
 grant select, insert, update, delete on app.login_failures to {api};
-grant select on staging.purchase_events, staging.purchase_events_rejected to {api};
+grant select on staging.purchase_events, staging.purchase_events_rejected, staging.loaded_batches to {api};
 
 -- loader --------------------------------------------------------------------------------------------------
 grant usage on schema app, staging to {loader};
@@ -91,3 +94,19 @@ $do$;
 -- What dbt builds, the API and Grafana may read at once (every run replaces some tables).
 alter default privileges for role {dbt} in schema marts grant select on tables to {api}, {reader};
 grant select on all tables in schema marts to {api};
+
+-- pages ---------------------------------------------------------------------------------------------------
+do $do$
+begin
+    if not exists (select from pg_roles where rolname = {pages_literal}) then
+        execute format('create role %I nologin', {pages_literal});
+    end if;
+end
+$do$;
+alter role {pages} nologin nosuperuser nocreatedb nocreaterole;
+grant usage on schema pages to {pages}, {gate}, {dbt};
+grant select on pages.dbt_docs, pages.data_docs to {pages};
+grant select, insert, update, delete on pages.data_docs to {gate};
+grant select, insert, update, delete on pages.dbt_docs to {dbt};
+-- The gate's login may work as the pages' reader (SET ROLE); it inherits nothing from it (noinherit).
+grant {pages} to {gate};

@@ -78,7 +78,17 @@ def invoke_dbt(*args: str, target_path: Path | None = None) -> None:
         command += ["--target-path", str(target_path)]
     outcome = dbtRunner().invoke(command)
     if not outcome.success:
-        raise RuntimeError(f"`dbt {' '.join(args)}` failed: {outcome.exception or outcome.result}")
+        raise RuntimeError(f"`dbt {' '.join(args)}` failed: {outcome.exception or _failures(outcome.result)}")
+
+
+def _failures(result: object) -> str:
+    """The nodes that failed and dbt's message for each, not the whole result (pages of node configs)."""
+    failed = [
+        f"{r.node.name}: {r.message}"
+        for r in getattr(result, "results", None) or []
+        if str(getattr(r.status, "value", r.status)) in ("error", "fail", "runtime error")
+    ]
+    return "; ".join(failed) or str(result)[:2000]
 
 
 def parse_project() -> Path:

@@ -1,5 +1,6 @@
-"""The dbt docs in the Airflow UI: a running `airflow api-server` (real subprocess, free port) serves the page
-the pipeline generates, through the plugin in plugins/, to signed-in users only, with a menu entry."""
+"""The dbt docs and the Data Docs in the Airflow UI: a running `airflow api-server` (real subprocess, free port)
+serves the pages the pipeline publishes to the warehouse (purchases/pages.py), through the plugin in plugins/,
+to signed-in users only, with menu entries; it reads them as a role that can read the pages only."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from purchases import transform
+from purchases import pages, transform
 from purchases.processes import free_port, stop_process
+from purchases.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -28,12 +31,29 @@ def healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def docs_generated(dbt_env):
-    """The docs as the DAG's last task writes them (the marts need not be built for the page to exist)."""
-    page = transform.docs_dir() / "index.html"
-    if not page.exists():
+def docs_generated(dbt_env) -> bytes:
+    """The docs as the DAG's last task publishes them (the marts need not be built for the page to exist)."""
+    if pages.read(dbt_env["dsn"], "dbt_docs", "index.html") is None:
         transform.generate_docs()
-    return page
+    return pages.read(dbt_env["dsn"], "dbt_docs", "index.html").content
+
+
+# A small site as the gate publishes one (purchases.check.gate: an index, pages in folders, static assets).
+DATA_DOCS = {
+    "index.html": b'<html><a href="validations/suite/run%3A1%2B00/page.html">run</a>'
+    b'<link href="./static/styles/site.css"></html>',
+    "validations/suite/run:1+00/page.html": b"<html>a validation</html>",
+    "static/styles/site.css": b"body { margin: 0 }",
+}
+
+
+@pytest.fixture(scope="module")
+def data_docs_published(dbt_env):
+    """Published as the gate publishes its Data Docs: as the gate's role."""
+    gate = Settings(WAREHOUSE_DSN=dbt_env["dsn"]).dsn_as("gate")
+    pages.publish(gate, "data_docs", DATA_DOCS)
+    yield DATA_DOCS
+    pages.publish(gate, "data_docs", {})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +111,49 @@ def test_the_api_server_serves_the_dbt_docs_to_signed_in_users(docs_generated, a
         "exposure.purchases.grafana_purchases_dashboard",
     ):
         assert node in page.text
-    assert page.text == docs_generated.read_text()
+    assert page.content == docs_generated
+    # Regenerated often: browsers revalidate, and an unchanged page costs a 304.
+    assert page.headers["cache-control"] == "no-cache"
+    again = httpx.get(
+        airflow_api + "/dbt-docs/", headers={**sign_in(airflow_api), "If-None-Match": page.headers["etag"]}, timeout=30
+    )
+    assert again.status_code == 304 and again.content == b""
+
+
+def test_the_api_server_serves_the_data_docs_site(data_docs_published, airflow_api):
+    headers = sign_in(airflow_api)
+    index = httpx.get(airflow_api + "/data-docs/", headers=headers, timeout=30)
+    assert index.status_code == 200 and index.content == data_docs_published["index.html"]
+    assert index.headers["content-type"] == "text/html; charset=utf-8"
+    # The index's relative links, as a browser resolves them (URL-encoded, as Great Expectations writes them).
+    validation = httpx.get(airflow_api + "/data-docs/validations/suite/run%3A1%2B00/page.html", headers=headers)
+    assert validation.status_code == 200 and validation.text == "<html>a validation</html>"
+    css = httpx.get(airflow_api + "/data-docs/static/styles/site.css", headers=headers)
+    assert css.status_code == 200 and css.headers["content-type"] == "text/css; charset=utf-8"
+    assert httpx.get(airflow_api + "/data-docs/validations/none.html", headers=headers).status_code == 404
+    assert httpx.get(airflow_api + "/data-docs/", timeout=30).status_code == 401
+
+
+def test_the_pages_are_read_as_a_role_that_can_read_the_pages_only(dbt_env):
+    """purchases_pages (no login: the plugin signs in as the gate and works as it) reads both sites and
+    nothing else; the gate writes only the Data Docs, dbt only the dbt docs."""
+    settings = Settings(WAREHOUSE_DSN=dbt_env["dsn"])
+    reader = pages.reader_dsn(settings.dsn_as("gate"))
+    with psycopg.connect(reader, autocommit=True) as conn:
+        assert conn.execute("select current_user").fetchone() == (pages.PAGES_ROLE,)
+        conn.execute("select path from pages.dbt_docs union all select path from pages.data_docs")
+    refused = [
+        (reader, "insert into pages.data_docs (path, content, content_type, sha256) values ('x', '', 't', 's')"),
+        (reader, "select * from staging.purchase_events limit 1"),
+        (reader, "select * from app.customers limit 1"),
+        (settings.dsn_as("gate"), "select * from pages.dbt_docs"),
+        (settings.dsn_as("gate"), "delete from pages.dbt_docs"),
+        (settings.dsn_as("dbt"), "delete from pages.data_docs"),
+        (settings.dsn_as("api"), "select * from pages.data_docs"),
+    ]
+    for dsn, statement in refused:
+        with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
 
 
 def test_the_dbt_docs_need_an_airflow_sign_in(docs_generated, airflow_api):
@@ -112,5 +174,15 @@ def test_the_ui_menu_has_a_dbt_docs_entry(airflow_api):
             "icon": None,
             "icon_dark_mode": None,
             "nav_top_level": False,
-        }
+        },
+        {
+            "name": "Data Docs",
+            "href": "/data-docs/",
+            "destination": "nav",
+            "category": "Browse",
+            "url_route": "data-docs",
+            "icon": None,
+            "icon_dark_mode": None,
+            "nav_top_level": False,
+        },
     ]

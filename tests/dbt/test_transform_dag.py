@@ -107,21 +107,24 @@ def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_test
     assert dag.max_active_runs == 1
 
 
-def test_frequent_runs_regenerate_the_docs_only_when_the_project_changed(tmp_path, monkeypatch):
-    monkeypatch.setenv("DBT_DOCS_DIR", str(tmp_path / "docs"))
+def test_frequent_runs_regenerate_the_docs_only_when_the_project_changed(tmp_path, monkeypatch, db, dbt_env):
+    from purchases import pages
+    from purchases.transform.docs import dbt_dsn
+
     monkeypatch.setenv("DBT_MANIFEST_PATH", str(tmp_path / "manifest.json"))
-    assert transform.docs_are_due("asset_triggered")  # no page yet
+    db.execute("delete from pages.dbt_docs")
+    assert transform.docs_are_due("asset_triggered")  # no page published yet
     (tmp_path / "manifest.json").write_text("{}")
-    (tmp_path / "docs").mkdir()
-    page = tmp_path / "docs" / "index.html"
-    page.write_text("<html>")
+    # Published as the docs task publishes it (dbt's role), 2,000 s after the epoch; the manifest at 1,000 s.
+    pages.publish(dbt_dsn(), "dbt_docs", {"index.html": b"<html>"})
+    db.execute("update pages.dbt_docs set updated_at = to_timestamp(2000)")
     os.utime(tmp_path / "manifest.json", (1_000, 1_000))
-    os.utime(page, (2_000, 2_000))
     assert not transform.docs_are_due("asset_triggered")
     assert transform.docs_are_due("scheduled") and transform.docs_are_due("manual")
     assert transform.docs_are_due("backfill")
     os.utime(tmp_path / "manifest.json", (3_000, 3_000))  # the project changed since the page was made
     assert transform.docs_are_due("asset_triggered")
+    db.execute("delete from pages.dbt_docs")
 
 
 @pytest.mark.parametrize(
@@ -168,10 +171,13 @@ def test_a_backfill_rebuilds_exactly_the_days_of_its_interval_idempotently(airfl
         " first_purchase_at, last_purchase_at, daily_threshold, null, daily_threshold_fingerprint,"
         " last_transformed_at from marts.customer_spend_daily where spend_date = '2024-03-02' limit 1"
     )
-    docs_page = transform.docs_dir() / "index.html"
-    docs_before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
+    from purchases import pages
+
+    docs_before = pages.updated_at(dbt_env["dsn"], "dbt_docs")
     run_for_interval("2024-03-02")
-    assert docs_page.stat().st_mtime_ns != docs_before  # the pipeline's last task regenerated the docs
+    docs_after = pages.updated_at(dbt_env["dsn"], "dbt_docs")
+    # The pipeline's last task regenerated the docs and published them to the warehouse.
+    assert docs_after is not None and docs_after != docs_before
     db.execute("update marts.customer_spend_daily set spend = spend + 1 where spend_date = '2024-03-03'")
     run_for_interval("2024-03-03", regenerate_docs=False)
 
