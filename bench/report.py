@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench import capacity  # noqa: E402
 from bench.results import LATEST, RESULTS_DIR  # noqa: E402
 
 GOALS = {  # figure -> (goal on the ratio or value, how to read it)
@@ -96,6 +97,11 @@ def main() -> None:
                 f"{load.get('seconds')} s, achieved {load.get('achieved_rate_per_s')}/s, "
                 f"{load.get('accepted')} accepted.",
             ]
+    if "loader_capacity" in figures:
+        lines += ["", *capacity.matrix_markdown(figures["loader_capacity"])]
+    plan = capacity.plan(figures, machine.get("cpus"))
+    if plan:
+        lines += ["", *capacity.markdown(plan)]
     lines += ["", "![throughput](throughput.png)"] + (["", "![freshness](freshness.png)"] if has_freshness else [])
     soak = RESULTS_DIR / "soak_latest.txt"
     if soak.exists():
