@@ -95,8 +95,14 @@ def cosmos_task_group_args() -> dict[str, Any]:
             # The model tasks poll the build's progress from the triggerer; 2 s instead of the default 10 s
             # lets the run end, and the next one start, soon after the build does.
             "poke_interval": 2,
-            # Templated per run: the backfill window of this run's data interval (empty when asset-triggered).
-            "vars": {"start_date": f"{{{{ {window}['start_date'] }}}}", "end_date": f"{{{{ {window}['end_date'] }}}}"},
+            # Templated per run: the backfill window of this run's data interval (empty when asset-triggered),
+            # and which rows the data tests read: the increment in the runs new events trigger, every table
+            # whole (and the reconciliations) in the daily, manual and backfill runs (dbt/macros/increment.sql).
+            "vars": {
+                "start_date": f"{{{{ {window}['start_date'] }}}}",
+                "end_date": f"{{{{ {window}['end_date'] }}}}",
+                "test_scope": "{{ 'increment' if dag_run.run_type == 'asset_triggered' else 'all' }}",
+            },
         },
     }
 

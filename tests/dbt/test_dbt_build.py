@@ -270,6 +270,46 @@ def test_reconciliation_tests_fail_when_marts_drift(dbt_env, db):
     assert spend(db)[(BOB, "USD")][:2] == (Decimal("6.00"), 2)
 
 
+def test_a_micro_batch_run_tests_the_increment_and_the_daily_run_every_table(dbt_env, db):
+    """test_scope=increment (the DAG's asset-triggered runs) reads what the run added; `all` (the daily run)
+    reads every table whole and reconciles them. A defect in the history fails only the latter; the same
+    defect in a row of the increment fails both."""
+    increment = ("--vars", '{"test_scope": "increment"}')
+    damaged = purchase(1, ALICE, "USD", 2, "150.00", "2024-03-01T09:00:00+00:00").event_id
+    db.execute("update marts.customer_purchases set total_price = -1 where event_id = %s", (damaged,))
+    try:
+        load_purchases(dbt_env["dsn"], [purchase(13, CAROL, "JPY", 1, "2.00", "2024-03-06T08:00:00+00:00")])
+        micro = dbt("build", "--select", "staging", "marts", *increment)
+        tests_run = [uid for uid in statuses(micro) if uid.startswith("test.")]
+        assert len(tests_run) > 20 and set(statuses(micro).values()) <= {"success", "pass"}
+
+        daily = dbt("build", "--select", "staging", "marts", check=False)
+        failed = {uid.split(".")[2] for uid, status in statuses(daily).items() if status == "fail"}
+        assert failed == {"positive_customer_purchases_total_price"}, failed
+
+        # A reconciliation compares whole tables: the daily run only.
+        db.execute("update marts.customer_spend set total_spend = total_spend + 0.01 where customer_id = %s", (CAROL,))
+        reconcile = ("--select", "customer_spend_reconciles_with_customer_purchases")
+        assert dbt("test", *reconcile, *increment)["returncode"] == 0
+        assert set(statuses(dbt("test", *reconcile, check=False)).values()) == {"fail"}
+        db.execute("update marts.customer_spend set total_spend = total_spend - 0.01 where customer_id = %s", (CAROL,))
+
+        # The damaged row as if this run had transformed it: now in the increment, and caught there too.
+        db.execute(
+            "update marts.customer_purchases set transformed_at = now() + interval '1 hour' where event_id = %s",
+            (damaged,),
+        )
+        caught = dbt("test", "--select", "customer_purchases", *increment, check=False)
+        failed = {uid.split(".")[2] for uid, status in statuses(caught).items() if status == "fail"}
+        assert failed == {"positive_customer_purchases_total_price"}, failed
+    finally:
+        db.execute(
+            "update marts.customer_purchases set total_price = quantity * unit_price, transformed_at = now() "
+            "where event_id = %s",
+            (damaged,),
+        )
+
+
 @pytest.mark.parametrize(
     "vars_, message",
     [

@@ -1,5 +1,6 @@
 -- Reconciliation: per customer and currency, customer_spend (kept incrementally, by addition) equals the
 -- sum and count of customer_purchases, and so does the sum of customer_spend_daily. Returns each mismatch.
+-- A whole-table check: the daily run (and any run but the micro-batches') makes it (dbt/macros/increment.sql).
 {{ config(severity='error') }}
 
 with
@@ -55,7 +56,9 @@ full outer join lifetime
 full outer join daily
     on coalesce(purchases.customer_id, lifetime.customer_id) = daily.customer_id
     and coalesce(purchases.currency, lifetime.currency) = daily.currency
-where purchases.total_spend is distinct from lifetime.total_spend
+where {{ whole_table_run() }} and (
+    purchases.total_spend is distinct from lifetime.total_spend
     or purchases.total_spend is distinct from daily.total_spend
     or purchases.purchase_count is distinct from lifetime.purchase_count
     or purchases.purchase_count is distinct from daily.purchase_count
+)
