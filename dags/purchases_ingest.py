@@ -1,9 +1,13 @@
 """purchases_ingest: Kafka topic `purchases` -> Postgres `staging`, micro-batches, each exactly once.
 
-Continuous, one run at a time. The work is in purchases/load (docs/loading.md explains the design):
+A run starts every PURCHASES_LOADER_RUN_EVERY_SECONDS (20 s), and overlaps the one before: each partition
+is handed from a run's task to the next run's between two batches, so there is no moment when nobody loads
+it, and still only one loader writes it at a time (purchases/load/writer.py). The work is in purchases/load
+(docs/loading.md explains the design):
 
 1. `partitions`: the topic's partitions, from the broker.
-2. `load`, one mapped task per partition: micro-batches for `window_seconds`, each batch one transaction
+2. `load`, one mapped task per partition: takes the partition over from the previous run's task, then
+   micro-batches until the next run's task takes it (at most `window_seconds`), each batch one transaction
    (rows, rejections, the batch's record, the stored offset), so a crash leaves nothing half-written.
 3. `announce`: emits the Asset `staging_purchase_events_loaded` whenever batches wait for the quality gate
    (also those a failed load task committed before it failed), which starts purchases_quality.
@@ -25,8 +29,9 @@ settings = Settings()
 
 @dag(
     dag_id="purchases_ingest",
-    schedule="@continuous",
-    max_active_runs=1,
+    # Two runs at a time: the one loading, and the next one taking its partitions over.
+    schedule=timedelta(seconds=settings.loader_run_every_seconds),
+    max_active_runs=2,
     start_date=datetime(2024, 1, 1),
     catchup=False,
     tags=["purchases", "loader"],
@@ -40,7 +45,8 @@ settings = Settings()
             type="number",
             minimum=0,
             maximum=600,
-            description="How long each partition's task keeps loading micro-batches.",
+            description="Longest each partition's task keeps loading micro-batches (it ends sooner when the "
+            "next run's task takes the partition over).",
         ),
         "batch_max_events": Param(
             settings.loader_batch_max_events,

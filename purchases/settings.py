@@ -109,8 +109,20 @@ class Settings(BaseSettings):
     )
 
     # --- the loader (Airflow DAG purchases_ingest) ---------------------------------------------------------
+    loader_run_every_seconds: float = _setting(
+        20.0,
+        "PURCHASES_LOADER_RUN_EVERY_SECONDS",
+        "A loader run starts this often; its partition tasks take each partition over from the run before.",
+    )
     loader_window_seconds: float = _setting(
-        20.0, "PURCHASES_LOADER_WINDOW_SECONDS", "How long each partition's load task keeps taking micro-batches."
+        60.0,
+        "PURCHASES_LOADER_WINDOW_SECONDS",
+        "Longest a partition's load task keeps taking micro-batches when no next run takes the partition over.",
+    )
+    loader_takeover_wait_seconds: float = _setting(
+        60.0,
+        "PURCHASES_LOADER_TAKEOVER_WAIT_SECONDS",
+        "Longest a load task waits for the partition's previous loader to hand it over before it fails.",
     )
     loader_batch_max_events: int = _setting(
         20_000, "PURCHASES_LOADER_BATCH_MAX_EVENTS", "Most records in one batch (one transaction)."

@@ -25,9 +25,11 @@ class LoaderConfig:
     # Under a steady stream EOF and idle pauses may never come; without this bound one batch took in two
     # minutes of purchases before committing any.
     batch_max_seconds: float = 1.0
-    # How long one loader run keeps taking micro-batches before it ends (the DAG run then ends and the next
-    # continuous run starts).
+    # How long one loader run keeps taking micro-batches at most. It ends sooner when another loader asks for
+    # the partition (purchases/load/writer.py): the next DAG run's task, which starts before this one ends.
     window_seconds: float = 20.0
+    # How long a loader waits for the partition's previous writer to hand it over before it fails.
+    takeover_wait_seconds: float = 60.0
     # With no EOF and no record for this long right after assign(), the loader checks whether the broker's
     # log still reaches the stored offset (an in-memory broker loses its log on restart).
     stall_check_seconds: float = 5.0

@@ -25,6 +25,7 @@ import psycopg
 from purchases.load.config import LoaderConfig
 from purchases.load.kafka import LoaderError, PartitionReader, TopicRecreated
 from purchases.load.staging import lock_stored_offset, record_log_end, set_stored_offset, write_batch
+from purchases.load.writer import PartitionWriter
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class RunResult:
     duplicates: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    # Ended because another loader asked for the partition (the next DAG run's task), not at its window's end.
+    handed_over: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +134,9 @@ def load_partition(
 ) -> RunResult:
     """Load micro-batches from one partition for `window_seconds`, committing each. Returns what it did.
 
-    `stop_when_idle` ends the run at the first EOF with nothing new (tests, benchmarks, catch-up).
+    It first takes the partition from its previous loader, and ends early, after the batch in hand, when a
+    next one asks for it (writer.py). `stop_when_idle` ends the run at the first EOF with nothing new (tests,
+    benchmarks, catch-up).
     """
     window = config.window_seconds if window_seconds is None else window_seconds
     started = time.monotonic()
@@ -145,14 +150,22 @@ def load_partition(
     lookup.autocommit = True
     lookup.execute("set application_name = 'purchases-loader-lookup'")
     reader = PartitionReader(config, partition)
+    writer = PartitionWriter(conn, config.topic, partition)
     log_ends = _LogEndRecorder(lookup, config.topic, partition, config.log_end_record_seconds)
     try:
         reader.check_broker()
-        topic_id = reader.topic_id()
+        topic_id = reader.topic_id()  # the consumer is ready before the wait: the takeover costs one seek
+        writer.take(config.takeover_wait_seconds)
         start = start_offset(conn, reader, topic_id)
         result = RunResult(config.topic, partition, start, start)
         reader.seek(start)
         while time.monotonic() - started < window:
+            if writer.successor_waits():
+                result.handed_over = True
+                log.info(
+                    "%s[%d]: handed over to the next loader at offset %d", config.topic, partition, result.next_offset
+                )
+                break
             read = reader.read_batch()
             log_ends.saw(read.log_end)
             if not read.messages:

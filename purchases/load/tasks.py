@@ -37,7 +37,8 @@ def topic_partitions() -> list[int]:
 
 
 def load_partition(partition: int, window_seconds: float, batch_max_events: int) -> dict[str, Any]:
-    """One partition's micro-batches for the run's window, through the warehouse connection's hook."""
+    """One partition's micro-batches, through the warehouse connection's hook: from when the previous run's
+    task hands the partition over until the next run's takes it (or the window ends)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from purchases.connections import WAREHOUSE_CONN_ID
@@ -55,6 +56,7 @@ def load_partition(partition: int, window_seconds: float, batch_max_events: int)
         window_seconds=float(window_seconds),
         batch_max_events=int(batch_max_events),
         batch_max_bytes=settings.loader_batch_max_bytes,
+        takeover_wait_seconds=settings.loader_takeover_wait_seconds,
     )
     result = load(config, partition, connection_factory=PostgresHook(postgres_conn_id=WAREHOUSE_CONN_ID).get_conn)
     log.info("partition %d: %s", partition, result.as_dict())
