@@ -30,3 +30,11 @@ def test_an_event_id_the_customer_did_not_buy_is_ignored():
 def test_percentile_picks_the_nearest_rank():
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0
     assert percentile(list(map(float, range(1, 101))), 0.95) == 95.0
+
+
+def test_counted_in_the_marts_is_read_from_the_marts_timeline_alone():
+    customer = Customer(headers={}, accepted=[("a", 0.0), ("b", 1.0)])
+    first_seen(customer, {"listed": [], "counted": [(2.0, 2)], "marts": [(1.0, 0), (30.0, 1), (50.0, 2)]})
+    assert customer.counted_at == {0: 2.0, 1: 2.0}
+    assert customer.in_marts_at == {0: 30.0, 1: 50.0}
+    assert sorted(delays([customer], "in_marts_at")[0]) == [30.0, 49.0]
