@@ -18,6 +18,10 @@ the same tool (wrk, 1 thread) with the same request (same body, same bearer toke
    ns per TokenCodec.customer_of of a remembered token (what every buy pays) with REVOCATIONS customers in the
    map; baseline: the same with an empty map; also the dict lookup alone. The API of 1. and 2. runs with
    REVOCATIONS password changes in its map too (customers changed 2 minutes before it started).
+4. A login flood (bench/login_flood.py): FLOOD_CONNECTIONS connections of wrong-password logins with random
+   usernames for FLOOD_SECONDS beside one signed-in customer reading and buying. Figure
+   login_flood_read_p95_ms: the customer's read p95 during the flood; baseline: just before it; with the
+   buys' figures and what the logins were answered.
 
 The machine is shared (2 cores): load_average_1m is recorded with each figure, and every round is kept.
 
@@ -78,6 +82,10 @@ def token_check_cost(calls: int = 200_000, repeat: int = 5) -> dict:
     revoked = codec._revoked_before
     lookup = ns_per(lambda: revoked.get(customer))
     return {"empty_map_ns": empty, "others_in_map_ns": others, "own_in_map_ns": own, "lookup_alone_ns": lookup}
+
+
+FLOOD_CONNECTIONS = 400
+FLOOD_SECONDS = 15.0
 
 
 def main() -> None:  # noqa: C901 - one straight script
@@ -356,6 +364,27 @@ wrk.headers["Authorization"] = "Bearer {token}"
             load_average_1m=round(os.getloadavg()[0], 2),
             baseline_is="bare FastAPI endpoint receiving the same 1000-purchase bodies",
             rounds_detail={"api": real_batches, "bare": bare_batches},
+        )
+
+        # A login flood beside a signed-in customer (docs/security.md): wrong passwords of random usernames
+        # from FLOOD_CONNECTIONS connections; the customer's reads and buys, alone and during it.
+        from bench import login_flood
+
+        flood = login_flood.measure(api_url, {"Authorization": f"Bearer {token}"}, FLOOD_CONNECTIONS, FLOOD_SECONDS)
+        print("login flood:", json.dumps(flood), flush=True)
+        record(
+            "login_flood_read_p95_ms",
+            flood["flood"]["reads"]["p95_ms"],
+            "ms",
+            flood["quiet"]["reads"]["p95_ms"],
+            higher_is_better=False,
+            goal="every read 200 and every buy 202, p95 < 1,000 ms; excess logins 429/503 with Retry-After",
+            flood_connections=FLOOD_CONNECTIONS,
+            flood_seconds=FLOOD_SECONDS,
+            uvicorn_workers=workers,
+            load_average_1m=round(os.getloadavg()[0], 2),
+            baseline_is="the same customer's reads in the 3 s before the flood",
+            **flood,
         )
         if failures or batch_failures:
             sys.exit("some requests to the API did not answer 202: see logs/bench_ingest_api.log")

@@ -50,6 +50,6 @@ select
 
 from staging_events, transformed_events, unknown_to_staging
 where {{ whole_table_run() }} and (
-    staging_events.event_count <> transformed_events.event_count
-    or unknown_to_staging.event_count > 0
-)
+        staging_events.event_count <> transformed_events.event_count
+        or unknown_to_staging.event_count > 0
+    )

@@ -57,8 +57,8 @@ full outer join daily
     on coalesce(purchases.customer_id, lifetime.customer_id) = daily.customer_id
     and coalesce(purchases.currency, lifetime.currency) = daily.currency
 where {{ whole_table_run() }} and (
-    purchases.total_spend is distinct from lifetime.total_spend
-    or purchases.total_spend is distinct from daily.total_spend
-    or purchases.purchase_count is distinct from lifetime.purchase_count
-    or purchases.purchase_count is distinct from daily.purchase_count
-)
+        purchases.total_spend is distinct from lifetime.total_spend
+        or purchases.total_spend is distinct from daily.total_spend
+        or purchases.purchase_count is distinct from lifetime.purchase_count
+        or purchases.purchase_count is distinct from daily.purchase_count
+    )

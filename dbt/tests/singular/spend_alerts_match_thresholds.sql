@@ -28,10 +28,10 @@ from alerts
 left join overrides
     on alerts.customer_id = overrides.customer_id and alerts.currency = overrides.currency
 where {{ whole_table_run() }} and (
-    alerts.spend < alerts.threshold
-    or alerts.threshold <> case alerts.alert_type
-        when 'lifetime'
-            then coalesce(overrides.lifetime_threshold, ({{ var('spend_alert_threshold') }})::numeric(18, 2))
-        else coalesce(overrides.daily_threshold, ({{ var('daily_spend_alert_threshold') }})::numeric(18, 2))
-    end
-)
+        alerts.spend < alerts.threshold
+        or alerts.threshold <> case alerts.alert_type
+            when 'lifetime'
+                then coalesce(overrides.lifetime_threshold, ({{ var('spend_alert_threshold') }})::numeric(18, 2))
+            else coalesce(overrides.daily_threshold, ({{ var('daily_spend_alert_threshold') }})::numeric(18, 2))
+        end
+    )
