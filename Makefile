@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 ENV := source scripts/env.sh
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv up down status test lint warehouse test-fast bench bench-ingest bench-loader bench-dbt bench-e2e fuzz soak replay clean
+.PHONY: help venv up down status test lint warehouse test-fast bench bench-ingest bench-loader bench-dbt bench-e2e bench-executors fuzz soak replay clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -55,7 +55,10 @@ bench-dbt: $(STAMP) ## incremental dbt build on big vs small history
 bench-e2e: $(STAMP) ## freshness from 202 to listed / to counted in spend
 	$(ENV); $(PY) -m bench.bench_e2e
 
-bench: bench-ingest bench-loader bench-dbt bench-e2e ## every benchmark, then the report
+bench-executors: $(STAMP) ## quality gate and dbt build task times on the LocalExecutor and on Celery workers
+	$(ENV); $(PY) -m bench.bench_executors
+
+bench: bench-ingest bench-loader bench-dbt bench-e2e bench-executors ## every benchmark, then the report
 	$(ENV); $(PY) -m bench.report
 
 fuzz: $(STAMP) ## the generated-input tests with many more examples (HYPOTHESIS_PROFILE=fuzz)

@@ -127,6 +127,20 @@ def main() -> None:
                 + (f"; NOT SEEN: {never}" if never else "; every accepted purchase seen")
                 + ".",
             ]
+    if "task_seconds_celery" in figures:
+        figure = figures["task_seconds_celery"]
+        lines += [
+            "",
+            "Task times by executor (median seconds a successful try ran; median wait from queued to started):",
+        ]
+        for executor in ("local", "celery"):
+            times = figure.get(executor, {})
+            gate, build = times.get("quality_gate", {}), times.get("dbt_build", {})
+            lines.append(
+                f"- {executor}: quality gate {gate.get('median_s')} s (queued {gate.get('median_queued_s')} s, "
+                f"{gate.get('runs')} runs), dbt build {build.get('median_s')} s (queued "
+                f"{build.get('median_queued_s')} s, {build.get('runs')} runs)"
+            )
     if "loader_capacity" in figures:
         lines += ["", *capacity.matrix_markdown(figures["loader_capacity"])]
     plan = capacity.plan(figures, machine.get("cpus"))

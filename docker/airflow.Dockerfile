@@ -34,9 +34,10 @@ COPY --chown=airflow:0 scripts ./scripts
 # Editable, so that code locating the dbt project from the package finds /opt/purchases/dbt.
 # The dbt manifest the DAG is rendered from is built here (dbt parse needs no database, but the profile
 # it loads requires its DBT_* variables: stand-ins, for this command only; docker-compose.yml sets the real
-# ones), so every container starts with it. /opt/airflow/auth and /opt/airflow/data-docs: the named volumes
-# mounted there take these directories' owner.
+# ones), so every container starts with it. /opt/airflow/auth: the named volume mounted there takes this
+# directory's owner. /opt/airflow/pages: each container's working copies of the docs pages (published to the
+# warehouse, purchases/pages.py).
 RUN pip install --no-cache-dir --no-deps -e . \
     && DBT_HOST=localhost DBT_PORT=5432 DBT_USER=parse DBT_DBNAME=parse DBT_THREADS=1 \
         python -m purchases.transform parse \
-    && mkdir -p /opt/airflow/auth /opt/airflow/data-docs
+    && mkdir -p /opt/airflow/auth /opt/airflow/pages

@@ -12,11 +12,7 @@ its task is retried on the other worker once its heartbeat is missed; the qualit
 from __future__ import annotations
 
 import json
-import os
-import random
-import secrets
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,135 +21,38 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from support import LOG_DIR, airflow_url, free_port, sign_up
+from support import sign_up
 
-from purchases.settings import postgres_url
+from bench.private_stack import WORKER_ADDRESSES, PrivateStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_DSN = os.environ["WAREHOUSE_DSN"]  # the session's warehouse: its server is the one to use
-REDIS = ("127.0.0.1", 6379)
-ADDRESSES = {"worker-1": "127.0.0.11", "worker-2": "127.0.0.12"}  # scripts/up.sh: 127.0.0.(10+N)
+ADDRESSES = WORKER_ADDRESSES
 # The loader's test hook, relative: each worker's task processes resolve it in that worker's own directory
 # (their working directory), so the test holds or releases each worker's batch on its own.
 MARKER = "pause-before-commit"
 HEARTBEAT_TIMEOUT = 20
 
 
-def free_redis_database() -> int:
-    import redis
-
-    for number in random.sample(range(1, 16), 15):
-        if redis.Redis(*REDIS, db=number).dbsize() == 0:
-            return number
-    raise AssertionError("no empty Redis database (1-15) for the test's Celery broker")
-
-
-class CeleryStack:
-    """scripts/up.sh and scripts/down.sh in Celery mode, with an environment of the test's own."""
+class CeleryStack(PrivateStack):
+    """A private stack in Celery mode, with the loader's pause hook on its workers (not on down's drain)."""
 
     def __init__(self, tmp: Path):
-        name = f"celery_test_{secrets.token_hex(4)}"
-        self.ports = {
-            key: free_port()
-            for key in (
-                "API_PORT",
-                "AIRFLOW_PORT",
-                "KAFKA_PORT",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
-            )
-        }
-        self.redis_db = free_redis_database()
-        self.log_dir = LOG_DIR / name
-        self.run_dir = tmp / "run"
-        self.workers_dir = self.run_dir / "workers"
-        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
-        self.env = {key: os.environ[key] for key in keep if key in os.environ}
-        self.env.update({key: str(port) for key, port in self.ports.items() if key != "KAFKA_PORT"})
-        self.dsn = postgres_url(SERVER_DSN, dbname=f"{name}_wh")
-        self.airflow_dsn = postgres_url(SERVER_DSN, dbname=f"{name}_af")
-        self.env.update(
-            {
-                "WAREHOUSE_DSN": self.dsn,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url(self.airflow_dsn),
-                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['KAFKA_PORT']}",
-                "RUN_DIR": str(self.run_dir),
-                "LOG_DIR": str(self.log_dir),
-                "SECRETS_DIR": str(tmp / "secrets"),
-                "AIRFLOW_HOME": str(tmp / "airflow"),
-                "AIRFLOW_EXECUTOR": "celery",
-                "CELERY_WORKERS": "2",
-                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/{self.redis_db}",
-                # Short enough for a test: a lost task is failed 20 s after its last heartbeat (every 5 s).
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
-                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
-                "PURCHASES_LOADER_RETRY_DELAY_SECONDS": "1",
-                "PURCHASES_LOADER_WINDOW_SECONDS": "8",
-            }
+        super().__init__(
+            tmp,
+            "celery_test",
+            executor="celery",
+            # Short enough for a test: a lost task is failed 20 s after its last heartbeat (every 5 s).
+            AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=str(HEARTBEAT_TIMEOUT),
+            AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="3",
+            PURCHASES_LOADER_RETRY_DELAY_SECONDS="1",
+            PURCHASES_LOADER_WINDOW_SECONDS="8",
         )
-        self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
-        self.airflow = f"http://127.0.0.1:{self.ports['AIRFLOW_PORT']}"
-        self.timings: list[tuple[str, float]] = []
-
-    def sh(self, command: str, timeout: float = 600, check: bool = True, **env) -> str:
-        started = time.monotonic()
-        done = subprocess.run(
-            ["bash", "-c", f"source scripts/env.sh && {command}"],
-            cwd=ROOT,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        self.timings.append((command, time.monotonic() - started))
-        output = done.stdout + done.stderr
-        print(f"--- {command} ({time.monotonic() - started:.1f} s, rc {done.returncode})\n{output}")
-        if check:
-            assert done.returncode == 0, f"{command} failed:\n{output}\n{self.log_tails()}"
-        return output
 
     def up(self) -> str:
         # The hook only for up (the workers): down's drain runs the loader too, and must not wait.
-        return self.sh("scripts/up.sh", PURCHASES_LOADER_PAUSE_BEFORE_COMMIT=MARKER)
-
-    def down(self, **env) -> str:
-        return self.sh("scripts/down.sh", **env)
-
-    def log_tails(self) -> str:
-        tails = []
-        for name in ("stack.log", "worker-1.log", "worker-2.log"):
-            path = self.log_dir / name
-            if path.exists():
-                lines = [line for line in path.read_text().splitlines(True) if "Skipping registering" not in line]
-                tails.append(f"{name} ends:\n" + "".join(lines[-25:]))
-        return "\n".join(tails)
-
-    def pid(self, name: str) -> int | None:
-        path = self.run_dir / f"{name}.pid"
-        return int(path.read_text()) if path.exists() else None
-
-    def home(self, worker: str) -> Path:
-        return self.workers_dir / worker
-
-    def listening(self) -> list[int]:
-        taken = []
-        for port in self.ports.values():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                taken.append(port)
-            except OSError:
-                pass
-        return taken
-
-    def airflow_rows(self, query: str, params=()) -> list[tuple]:
-        with psycopg.connect(self.airflow_dsn) as conn:
-            return conn.execute(query, params).fetchall()
-
-    def warehouse_rows(self, query: str, params=()) -> list[tuple]:
-        with psycopg.connect(self.dsn) as conn:
-            return conn.execute(query, params).fetchall()
+        return super().up(PURCHASES_LOADER_PAUSE_BEFORE_COMMIT=MARKER)
 
     def release(self, *workers: str) -> None:
         """Let the batches of these workers' loader tasks commit (the test hook waits for the file to go)."""
@@ -170,15 +69,6 @@ class CeleryStack:
                 return result
             assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s\n{self.log_tails()}"
             time.sleep(0.3)
-
-    def clean_up(self) -> None:
-        import redis
-
-        from purchases.warehouse import drop_database
-
-        for dsn in (self.dsn, self.airflow_dsn):
-            drop_database(dsn)
-        redis.Redis(*REDIS, db=self.redis_db).flushdb()
 
 
 def buy(api: str, customers: int, each: int) -> list[str]:
@@ -212,15 +102,6 @@ def sign_in(url: str) -> dict:
     answer = httpx.post(url + "/auth/token", json={"username": "admin", "password": "admin"}, timeout=30)
     assert answer.status_code in (200, 201), answer.text
     return {"Authorization": f"Bearer {answer.json()['access_token']}"}
-
-
-def durations(stack: CeleryStack, dag_id: str, task_id: str) -> list[float]:
-    rows = stack.airflow_rows(
-        "select duration from task_instance where dag_id = %s and task_id = %s and state = 'success' "
-        "order by start_date",
-        (dag_id, task_id),
-    )
-    return [round(row[0], 1) for row in rows]
 
 
 def test_the_pipeline_on_celery_workers_that_share_no_disk(tmp_path):
@@ -356,8 +237,8 @@ def test_the_pipeline_on_celery_workers_that_share_no_disk(tmp_path):
             assert client.get("/data-docs/static/styles/data_docs_default_styles.css").status_code == 200
             assert httpx.get(stack.airflow + "/data-docs/", timeout=30).status_code == 401
 
-        gate_times = durations(stack, "purchases_quality", "quality_gate")
-        build_times = durations(stack, "purchases_transform", "dbt.dbt_producer_watcher")
+        gate_times = stack.task_durations("purchases_quality", "quality_gate")
+        build_times = stack.task_durations("purchases_transform", "dbt.dbt_producer_watcher")
         print(
             f"celery: {len(bought)} purchases; worker-1's tasks retried on worker-2 {recovered_in:.0f} s after the"
             f" kill (heartbeat timeout {HEARTBEAT_TIMEOUT} s); quality_gate task durations {gate_times} s;"
@@ -370,10 +251,7 @@ def test_the_pipeline_on_celery_workers_that_share_no_disk(tmp_path):
         assert not psutil.pid_exists(workers["worker-2"]) or psutil.Process(workers["worker-2"]).status() == "zombie"
         assert not list(stack.run_dir.glob("worker-*.pid"))
     finally:
-        if stack.pid("stack") or stack.pid("broker") or list(stack.run_dir.glob("worker-*.pid")):
-            if "LEFT RUNNING" in stack.down(check=False):
-                stack.down(check=False, FORCE="1")
-        stack.clean_up()
+        stack.stop()
         took = time.monotonic() - started
         print(
             f"test_celery: {took:.0f} s in all; "

@@ -349,7 +349,7 @@ def test_celery_profile_runs_workers_on_redis(config, celery_config):
     for service in ("redis", "airflow-worker"):
         assert config["services"][service]["profiles"] == ["celery"]
     worker = celery_config["services"]["airflow-worker"]
-    assert worker["command"] in ("celery worker", ["celery", "worker"])
+    assert worker["command"] == ["python", "-m", "purchases.worker"]  # preloads, then `airflow celery worker`
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert celery_config["services"]["airflow-scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
