@@ -67,6 +67,8 @@ class PrivateStack:
         server = get_settings().warehouse_dsn  # the developer's warehouse: its server is the one to use
         self.dsn = postgres_url(server, dbname=f"{name}_wh")
         self.airflow_dsn = postgres_url(server, dbname=f"{name}_af")
+        # Only what the machine needs: the caller's settings (the tests' session puts its own broker,
+        # warehouse and Airflow into os.environ) must not leak in, since scripts/env.sh honours whatever is set.
         keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
         self.env = {key: os.environ[key] for key in keep if key in os.environ}
         self.env.update({key: str(port) for key, port in self.ports.items() if key != "KAFKA_PORT"})

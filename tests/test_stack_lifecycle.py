@@ -9,10 +9,7 @@ and the broker must not be one of honcho's processes, which all stop when any on
 from __future__ import annotations
 
 import os
-import secrets
 import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,96 +17,21 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from support import LOG_DIR, Customer, airflow_url, free_port, sign_up
+from support import Customer, sign_up
 
-from purchases.settings import postgres_url
+from bench.private_stack import PrivateStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-SERVER_DSN = os.environ["WAREHOUSE_DSN"]  # the session's warehouse: its server is the one to use
 BUY = {"product_name": "Lamp", "quantity": 2, "unit_price": "19.99", "currency": "EUR"}
 
 
-class Stack:
-    """scripts/up.sh and scripts/down.sh with an environment of the test's own, and what they started."""
+class Stack(PrivateStack):
+    """A private stack (bench/private_stack.py) on the LocalExecutor, and what the test reads of it."""
 
     def __init__(self, tmp: Path):
-        name = f"stack_test_{secrets.token_hex(4)}"
-        self.ports = {
-            key: free_port()
-            for key in (
-                "API_PORT",
-                "AIRFLOW_PORT",
-                "KAFKA_PORT",
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
-            )
-        }
-        self.log_dir = LOG_DIR / name
-        self.run_dir = tmp / "run"
-        # Only what the machine needs: the session's settings (tests/conftest.py puts its own broker, warehouse
-        # and Airflow into os.environ) must not leak in, since scripts/env.sh honours whatever is set.
-        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
-        self.env = {key: os.environ[key] for key in keep if key in os.environ}
-        self.env.update({key: str(port) for key, port in self.ports.items() if key != "KAFKA_PORT"})
-        self.dsn = postgres_url(SERVER_DSN, dbname=f"{name}_wh")
-        self.airflow_dsn = postgres_url(SERVER_DSN, dbname=f"{name}_af")
-        self.env.update(
-            {
-                "WAREHOUSE_DSN": self.dsn,
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url(self.airflow_dsn),
-                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['KAFKA_PORT']}",
-                "RUN_DIR": str(self.run_dir),
-                "LOG_DIR": str(self.log_dir),
-                "SECRETS_DIR": str(tmp / "secrets"),
-                "AIRFLOW_HOME": str(tmp / "airflow"),
-            }
-        )
-        self.api = f"http://127.0.0.1:{self.ports['API_PORT']}"
+        super().__init__(tmp, "stack_test")
         self.bootstrap = f"127.0.0.1:{self.ports['KAFKA_PORT']}"
-        self.timings: list[tuple[str, float]] = []
-
-    def sh(self, command: str, timeout: float = 600, check: bool = True, **env) -> str:
-        started = time.monotonic()
-        done = subprocess.run(
-            ["bash", "-c", f"source scripts/env.sh && {command}"],
-            cwd=ROOT,
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        self.timings.append((command, time.monotonic() - started))
-        output = done.stdout + done.stderr
-        print(f"--- {command} ({time.monotonic() - started:.1f} s, rc {done.returncode})\n{output}")
-        if check:
-            assert done.returncode == 0, f"{command} failed:\n{output}\n{self.stack_log()}"
-        return output
-
-    def up(self) -> str:
-        return self.sh("scripts/up.sh")
-
-    def down(self, **env) -> str:
-        return self.sh("scripts/down.sh", **env)
-
-    def stack_log(self) -> str:
-        path = self.log_dir / "stack.log"
-        return "stack.log ends:\n" + "".join(path.read_text().splitlines(True)[-30:]) if path.exists() else ""
-
-    def pid(self, name: str) -> int | None:
-        path = self.run_dir / f"{name}.pid"
-        return int(path.read_text()) if path.exists() else None
-
-    def listening(self) -> list[int]:
-        taken = []
-        for port in self.ports.values():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                taken.append(port)
-            except OSError:
-                pass
-        return taken
 
     def staged(self, customer_id: str) -> list[str]:
         with psycopg.connect(self.dsn) as conn:
@@ -134,12 +56,6 @@ class Stack:
                 return
             assert now < deadline, "a loader task still runs 90 s after the DAG was paused"
             time.sleep(0.5)
-
-    def drop_databases(self) -> None:
-        from purchases.warehouse import drop_database
-
-        for dsn in (self.dsn, self.airflow_dsn):
-            drop_database(dsn)
 
 
 def buy(stack: Stack, customer: Customer | None, count: int) -> tuple[Customer, list[str]]:
@@ -231,10 +147,7 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
         assert stack.listening() == []
         wait_gone(broker, 5, "the broker")
     finally:
-        if stack.pid("stack") or stack.pid("broker"):
-            if "LEFT RUNNING" in stack.down(check=False):
-                stack.down(check=False, FORCE="1")
-        stack.drop_databases()
+        stack.stop()
         took = time.monotonic() - started
         print(
             f"test_stack_lifecycle: {took:.0f} s in all; "
