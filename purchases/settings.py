@@ -114,13 +114,15 @@ class Settings(BaseSettings):
         "PURCHASES_LOADER_RUN_EVERY_SECONDS",
         "A loader run starts this often; its partition tasks take each partition over from the run before.",
     )
+    # 1.5 runs long: the next run's task has 10 s to start and take over. Not longer: a scheduler that is
+    # stopped waits for its running tasks (the LocalExecutor), so this bounds how long a stop takes.
     loader_window_seconds: float = _setting(
-        60.0,
+        30.0,
         "PURCHASES_LOADER_WINDOW_SECONDS",
         "Longest a partition's load task keeps taking micro-batches when no next run takes the partition over.",
     )
     loader_takeover_wait_seconds: float = _setting(
-        60.0,
+        30.0,
         "PURCHASES_LOADER_TAKEOVER_WAIT_SECONDS",
         "Longest a load task waits for the partition's previous loader to hand it over before it fails.",
     )

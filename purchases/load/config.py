@@ -29,7 +29,7 @@ class LoaderConfig:
     # the partition (purchases/load/writer.py): the next DAG run's task, which starts before this one ends.
     window_seconds: float = 20.0
     # How long a loader waits for the partition's previous writer to hand it over before it fails.
-    takeover_wait_seconds: float = 60.0
+    takeover_wait_seconds: float = 30.0
     # With no EOF and no record for this long right after assign(), the loader checks whether the broker's
     # log still reaches the stored offset (an in-memory broker loses its log on restart).
     stall_check_seconds: float = 5.0
