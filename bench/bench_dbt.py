@@ -18,6 +18,7 @@ BENCH_DBT_NEW_EVENTS (10000), BENCH_DBT_CUSTOMERS (1000), BENCH_DBT_DB (purchase
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -47,14 +48,23 @@ select ('00000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'bench_' 
 from generate_series(1, %(customers)s) as i
 """
 
-# Purchases of `customers` customers, `count` of them spread evenly over `days` days ending `until`;
-# loaded a minute after they were made, in one batch the quality gate passed (history: a day ago; new
-# events: now). Prices 1.00-100.99, 1-3 units, 70% USD, 20% EUR, 10% GBP.
+# Purchases of `customers` customers, `count` of them spread evenly over `days` days ending `until`,
+# loaded a minute after they were made. History comes as the loader and the gate make it: one batch per day,
+# each passed by the gate a minute after that day's last purchase (so only the newest batches fall within the
+# incremental lookback, as in a running shop; one batch of all history, passed at the watermark, would be
+# read again by every run). New events: one batch, loaded and passed now. Prices 1.00-100.99, 1-3 units, 70%
+# USD, 20% EUR, 10% GBP.
 EVENTS_SQL = """
-with batch as (
+with batches as (
     insert into staging.loaded_batches (kafka_topic, loaded, checked_at)
-    values ('purchases', %(count)s, case when %(loaded_now)s then now() else now() - interval '1 day' end)
-    returning batch_id
+    select 'purchases', 0,
+           case when %(loaded_now)s then now()
+                else %(until)s::timestamptz - day * interval '1 day' + interval '1 minute' end
+    from generate_series(0, %(batches)s - 1) as day
+    returning batch_id, checked_at
+),
+numbered as (
+    select batch_id, (row_number() over (order by checked_at desc) - 1)::int as day from batches
 )
 insert into staging.purchase_events (event_id, customer_id, product_name, description, quantity, unit_price,
     currency, purchased_at, schema_version, extra, kafka_topic, kafka_partition, kafka_offset, loaded_at,
@@ -66,11 +76,13 @@ select gen_random_uuid(),
        case when i %% 10 < 7 then 'USD' when i %% 10 < 9 then 'EUR' else 'GBP' end,
        purchased_at, 1, '{}'::jsonb, 'purchases', i %% 3, %(offset)s + i,
        case when %(loaded_now)s then now() else purchased_at + interval '1 minute' end,
-       (select batch_id from batch)
+       numbered.batch_id
 from (
-    select i, %(until)s::timestamptz - %(days)s * interval '1 day' * (i::float8 / %(count)s) as purchased_at
+    select i, %(until)s::timestamptz - %(days)s * interval '1 day' * (i::float8 / %(count)s) as purchased_at,
+           least(%(batches)s - 1, floor(%(days)s * (i::float8 / %(count)s)))::int as day
     from generate_series(1, %(count)s) as i
 ) as spread
+join numbered using (day)
 """
 
 
@@ -114,6 +126,7 @@ def add_events(conn, count: int, offset: int, *, days: float, until: str, loaded
             "days": days,
             "until": until,
             "loaded_now": loaded_now,
+            "batches": 1 if loaded_now else max(1, math.ceil(days)),
         },
         prepare=False,
     )
