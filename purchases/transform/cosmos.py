@@ -74,6 +74,8 @@ def cosmos_task_group_args() -> dict[str, Any]:
                 # (end_with_the_run_status). The retries that remain, and
                 # why: dags/purchases_transform.py.
                 "retries": 0,
+                # One build at a time across the DAG's runs (two may be active: the DAG file says why).
+                "max_active_tis_per_dag": 1,
                 "freshness_callback": report_stale_sources_without_pruning,
             },
         ),
