@@ -28,11 +28,12 @@ from purchases.transform.cosmos import cosmos_task_group_args, end_with_the_run_
     ),
     start_date=datetime(2024, 1, 1, tzinfo=UTC),
     catchup=False,
-    # Two runs at a time, one `dbt build` at a time: a run's build starts as soon as the previous run's build
-    # has ended, while that run's model tasks still report on it (about as long again, task after task). The
-    # builds never overlap (the build task's max_active_tis_per_dag=1, purchases/transform/cosmos.py), so
-    # each model has one writer, as its watermarks need (and each model's pre-hook lock makes sure).
-    max_active_runs=2,
+    # Three runs at a time, one `dbt build` at a time: a run's build starts as soon as the previous run's
+    # build has ended, while the runs before still have their model tasks report on theirs (as long as the
+    # build or longer under load, level after level of the model graph). The builds never overlap (the build
+    # task's max_active_tis_per_dag=1, purchases/transform/cosmos.py), so each model has one writer, as its
+    # watermarks need (and each model's pre-hook lock makes sure).
+    max_active_runs=3,
     user_defined_macros=DAG_MACROS,
     # The retries left, and why none of them can turn a failed build into a green run:
     # - the `dbt build` task has none (purchases/transform/cosmos.py): Cosmos skips its second try instead

@@ -51,7 +51,10 @@ if [ "${AIRFLOW_EXECUTOR:-local}" = celery ]; then
   export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL="${AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL:-10}"
 fi
 export AIRFLOW__CORE__EXECUTOR="${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}"
-export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-8}"
+# Task slots. Under load the loader holds 3-6 (a partition task each, and the next run's taking over), the
+# gate and the dbt build one each, and a transform run's ~25 short model tasks report after its build: with 8,
+# they queued behind each other for a minute and held the next transform run back.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-16}"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 export AIRFLOW__API__HOST="$AIRFLOW_HOST" AIRFLOW__API__PORT="$AIRFLOW_PORT"

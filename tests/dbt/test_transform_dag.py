@@ -105,7 +105,7 @@ def test_one_build_runs_the_project_and_each_model_has_tasks_for_it_and_its_test
     assert dag.timetable.asset_condition == STAGING_PURCHASE_EVENTS
     assert isinstance(dag.timetable.timetable, CronDataIntervalTimetable)
     # Runs overlap, builds do not: one writer per model.
-    assert dag.max_active_runs == 2
+    assert dag.max_active_runs == 3
     assert builders[0].max_active_tis_per_dag == 1
     assert dag.get_task("regenerate_dbt_docs").max_active_tis_per_dag == 1
 
