@@ -49,6 +49,7 @@ class PrivateStack:
     """scripts/up.sh and scripts/down.sh with an environment of the caller's own (`executor`: local or celery)."""
 
     def __init__(self, tmp: Path, name: str, executor: str = "local", **settings: str):
+        self.name, self.started = name, time.monotonic()
         name = f"{name}_{secrets.token_hex(4)}"
         self.executor = executor
         self.ports = {
@@ -173,11 +174,16 @@ class PrivateStack:
         return [TaskTime(round(seconds, 2), round(waited or 0.0, 2), host) for seconds, waited, host in rows]
 
     def stop(self) -> None:
-        """down, forced if it had to leave something running, and nothing of it kept."""
+        """down, forced if it had to leave something running, and nothing of it kept; then how long each
+        script took."""
         if self.pid("stack") or self.pid("broker") or list(self.run_dir.glob("worker-*.pid")):
             if "LEFT RUNNING" in self.down(check=False):
                 self.down(check=False, FORCE="1")
         self.clean_up()
+        print(
+            f"{self.name}: {time.monotonic() - self.started:.0f} s in all; "
+            + ", ".join(f"{command} {seconds:.0f} s" for command, seconds in self.timings)
+        )
 
     def clean_up(self) -> None:
         from purchases.warehouse import drop_database

@@ -17,8 +17,7 @@ DRAIN_TIMEOUT_SECONDS="${DRAIN_TIMEOUT_SECONDS:-120}"
 FORCE="${FORCE:-}"
 [ "$FORCE" = 0 ] && FORCE=""
 
-# Process states come from ps, not kill -0: a zombie (exited, not yet reaped) counts as gone.
-alive() { local state; state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && [[ $state != Z* ]]; }
+source scripts/processes.sh  # alive, broker_pid, worker_pid, worker_numbers
 alive_groups() { # the process groups among "$@" that still have a live member
   ps -eo pgid=,stat= | awk -v want=" $* " '$2 !~ /^Z/ && index(want, " " $1 " ") { print $1 }' | sort -u | xargs
 }
@@ -57,28 +56,10 @@ for p in processes:
 print(" ".join(map(str, sorted(groups))))
 PY
 }
-# The broker's pid if it still runs (told by its command line, so a recycled pid is never taken for it).
-broker_pid() {
-  local pid
-  pid=$(cat "$BROKER_PIDFILE" 2>/dev/null) || return 0
-  [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "broker --listener-url tcp://" \
-    && echo "$pid"
-  return 0
-}
 
 # The Celery workers' pids (each told by its command line, so a recycled pid is never taken for one), and
 # the process groups of the workers and everything they spawned (task supervisors and tasks).
-worker_pids() {
-  local file pid n
-  for file in "$RUN_DIR"/worker-*.pid; do
-    [ -f "$file" ] || continue
-    n=${file##*/worker-}; n=${n%.pid}
-    pid=$(cat "$file" 2>/dev/null)
-    [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
-      | grep -qE -- "purchases.worker --name worker-$n |celery@worker-$n:" && echo "$pid"
-  done
-  return 0
-}
+worker_pids() { local n; for n in $(worker_numbers); do worker_pid "$n"; done; }
 worker_groups() { local pid; for pid in $(worker_pids); do stack_groups "$pid"; done | xargs; }
 stop_workers() { # SIGTERM: Celery's warm shutdown; the tasks get it too, and are failed (retried at the next up)
   local workers; workers=$(worker_pids | xargs)

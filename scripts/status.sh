@@ -3,23 +3,24 @@
 # broker and, with AIRFLOW_EXECUTOR=celery, the Celery workers (each a session of its own, outside honcho), by pid.
 set -uo pipefail
 PIDFILE="$RUN_DIR/stack.pid"
-BROKER_PIDFILE="$RUN_DIR/broker.pid"
-alive() { local state; state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && [[ $state != Z* ]]; }
-if [ -f "$PIDFILE" ] && alive "$(cat "$PIDFILE")"; then
-  pid=$(cat "$PIDFILE")
-  pids=$("$PROJECT_ROOT/.venv/bin/python" - "$pid" <<'PY'
+source "$PROJECT_ROOT/scripts/processes.sh"  # alive, broker_pid, worker_pid, worker_numbers
+# The pids of a process and everything it started, comma-separated (for ps -p).
+tree() {
+  "$PROJECT_ROOT/.venv/bin/python" - "$1" <<'PY'
 import sys, psutil
 root = psutil.Process(int(sys.argv[1]))
 print(",".join(str(p.pid) for p in [root, *root.children(recursive=True)]))
 PY
-)
+}
+if [ -f "$PIDFILE" ] && alive "$(cat "$PIDFILE")"; then
+  pid=$(cat "$PIDFILE")
   echo "stack running (honcho pid $pid):"
-  ps -o pid,pgid,rss,etime,args -p "$pids" | cut -c1-160
+  ps -o pid,pgid,rss,etime,args -p "$(tree "$pid")" | cut -c1-160
 else
   echo "stack not running"
 fi
-broker=$(cat "$BROKER_PIDFILE" 2>/dev/null)
-if [ -n "$broker" ] && alive "$broker" && tr '\0' ' ' < "/proc/$broker/cmdline" 2>/dev/null | grep -q -- "broker --listener-url tcp://"; then
+broker=$(broker_pid)
+if [ -n "$broker" ]; then
   echo "embedded broker running (pid $broker, $KAFKA_BOOTSTRAP_SERVERS; log $LOG_DIR/broker.log):"
   ps -o pid,pgid,rss,etime,args -p "$broker" | cut -c1-160
 elif [ "$KAFKA_MODE" = external ]; then
@@ -27,18 +28,11 @@ elif [ "$KAFKA_MODE" = external ]; then
 else
   echo "embedded broker not running"
 fi
-for file in "$RUN_DIR"/worker-*.pid; do
-  [ -f "$file" ] || continue
-  n=${file##*/worker-}; n=${n%.pid}; pid=$(cat "$file" 2>/dev/null)
-  if [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE -- "purchases.worker --name worker-$n |celery@worker-$n:"; then
-    pids=$("$PROJECT_ROOT/.venv/bin/python" - "$pid" <<'PY'
-import sys, psutil
-root = psutil.Process(int(sys.argv[1]))
-print(",".join(str(p.pid) for p in [root, *root.children(recursive=True)]))
-PY
-)
+for n in $(worker_numbers); do
+  pid=$(worker_pid "$n")
+  if [ -n "$pid" ]; then
     echo "Celery worker-$n running (pid $pid; log $LOG_DIR/worker-$n.log):"
-    ps -o pid,pgid,rss,etime,args -p "$pids" | cut -c1-160
+    ps -o pid,pgid,rss,etime,args -p "$(tree "$pid")" | cut -c1-160
   else
     echo "Celery worker-$n not running"
   fi

@@ -13,8 +13,7 @@ BROKER_PIDFILE="$RUN_DIR/broker.pid"
 BROKER_ADDRESS="${KAFKA_BOOTSTRAP_SERVERS%%,*}"
 
 step() { printf '==> %s\n' "$*"; }
-# Process states come from ps, not kill -0: a zombie (exited, not yet reaped) counts as gone.
-alive() { local state; state=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$state" ] && [[ $state != Z* ]]; }
+source scripts/processes.sh  # alive, broker_pid, worker_pid
 wait_http() { # url seconds what
   local deadline=$((SECONDS + $2))
   until curl -fs -o /dev/null "$1"; do
@@ -35,15 +34,6 @@ case "${AIRFLOW_EXECUTOR:-local}" in
   celery) CELERY=1 ;;
   *) echo "AIRFLOW_EXECUTOR is local (the default) or celery, not '$AIRFLOW_EXECUTOR'" >&2; exit 1 ;;
 esac
-# The pid of worker N if it runs (told by its command line, which Celery renames celery@worker-N:MainProcess);
-# empty otherwise.
-worker_pid() {
-  local pid
-  pid=$(cat "$RUN_DIR/worker-$1.pid" 2>/dev/null) || return 0
-  [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
-    | grep -qE -- "purchases.worker --name worker-$1 |celery@worker-$1:" && echo "$pid"
-  return 0
-}
 start_workers() {
   local n name running broker="${AIRFLOW__CELERY__BROKER_URL#*://}"
   broker="${broker##*@}"; broker="${broker%%/*}"
@@ -76,15 +66,6 @@ wait_workers() {
       sleep 1
     done
   done
-}
-# The pid of the broker an earlier `make up` started, if it still runs (told by its command line, so a
-# recycled pid is never taken for it); empty otherwise.
-broker_pid() {
-  local pid
-  pid=$(cat "$BROKER_PIDFILE" 2>/dev/null) || return 0
-  [ -n "$pid" ] && alive "$pid" && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null \
-    | grep -q -- "broker --listener-url tcp://" && echo "$pid"
-  return 0
 }
 start_broker() {
   local running

@@ -106,7 +106,6 @@ def sign_in(url: str) -> dict:
 
 
 def test_the_pipeline_on_celery_workers_that_share_no_disk(tmp_path):
-    started = time.monotonic()
     stack = CeleryStack(tmp_path)
     try:
         stack.up()
@@ -254,8 +253,3 @@ def test_the_pipeline_on_celery_workers_that_share_no_disk(tmp_path):
         assert not list(stack.run_dir.glob("worker-*.pid"))
     finally:
         stack.stop()
-        took = time.monotonic() - started
-        print(
-            f"test_celery: {took:.0f} s in all; "
-            + ", ".join(f"{command} {seconds:.0f} s" for command, seconds in stack.timings)
-        )

@@ -104,7 +104,6 @@ def wait_gone(pid: int, timeout: float, what: str) -> None:
 def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
     from purchases.broker import log_end_offsets
 
-    started = time.monotonic()
     stack = Stack(tmp_path)
     try:
         # 1. Bought, then `down` at once: all 50 reach staging, and nothing of the stack is left listening.
@@ -148,8 +147,3 @@ def test_down_drains_the_broker_and_a_crash_keeps_it(tmp_path):
         wait_gone(broker, 5, "the broker")
     finally:
         stack.stop()
-        took = time.monotonic() - started
-        print(
-            f"test_stack_lifecycle: {took:.0f} s in all; "
-            + ", ".join(f"{command} {seconds:.0f} s" for command, seconds in stack.timings)
-        )
